@@ -1,0 +1,41 @@
+"""Shared fixtures: an isolated VAEVIZ_HOME per test and the real data folder when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path | None:
+    """`$VAEVIZ_DATA_DIR`, else ../shared/data beside the repository, when it exists."""
+    env = os.environ.get("VAEVIZ_DATA_DIR")
+    path = Path(env) if env else REPO.parent / "shared" / "data"
+    return path if path.is_dir() else None
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    """The real data folder (MNIST test set); skips with the reason when it is absent."""
+    path = shared_data_dir()
+    if path is None or not (path / "mnist" / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip("real MNIST files not found: set VAEVIZ_DATA_DIR or place ../shared/data/mnist beside the repo")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def vaeviz_home(tmp_path, monkeypatch) -> Path:
+    """Every test gets its own empty run store."""
+    home = tmp_path / "vaeviz_home"
+    monkeypatch.setenv("VAEVIZ_HOME", str(home))
+    return home
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    torch.set_num_threads(1)
+    yield

@@ -1,0 +1,86 @@
+"""The objective interface: a small module that turns a batch into a loss and named terms.
+
+Every term is in nats per example (summed over data and latent dimensions, averaged over the
+batch). An objective holds its own state (λ, σ², moving averages) as buffers or parameters so
+that it is checkpointed with the run, and exposes that state through `terms` for logging.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from vaeviz.distributions import Posterior
+from vaeviz.nets import DecoderOut, NetSpec, VAEModel
+
+
+@dataclass
+class Losses:
+    """The scalar to minimise and the named scalar terms to log (metric names of DESIGN.md)."""
+
+    loss: torch.Tensor
+    terms: dict[str, torch.Tensor]
+
+
+@dataclass
+class Params:
+    """Knobs of an objective; subclasses add fields declared with `vaeviz.config.knob`."""
+
+
+@dataclass
+class Pass:
+    """One encode-sample-decode pass over a batch."""
+
+    x: torch.Tensor  # (B, D) flattened data
+    q: Posterior  # q(z|x)
+    z: torch.Tensor  # (B, L)
+    out: DecoderOut  # decoder logits (B, D) and optional log σ_θ(z)
+
+    @property
+    def x_mean(self) -> torch.Tensor:
+        """The decoded mean in [0, 1], (B, D)."""
+        return torch.sigmoid(self.out.logits)
+
+    def mse(self) -> torch.Tensor:
+        """Mean squared error per data dimension, averaged over the batch (a scalar)."""
+        return (self.x - self.x_mean).pow(2).mean()
+
+
+class Objective(nn.Module):
+    """Base class: subclasses set `Params`, implement `forward`, and may override the hooks."""
+
+    Params = Params
+
+    def __init__(self, params: Params, data_dim: int):
+        super().__init__()
+        self.params, self.data_dim = params, data_dim
+
+    def net_spec(self) -> NetSpec:
+        """What the network must provide (deterministic encoder, variance head, spectral norm)."""
+        return NetSpec()
+
+    def run(self, model: VAEModel, x: torch.Tensor) -> Pass:
+        """Encode, draw one reparameterised sample and decode."""
+        q = model.encode(x)
+        z = q.rsample()
+        return Pass(x.flatten(1), q, z, model.decode(z))
+
+    def forward(self, model: VAEModel, x: torch.Tensor, step: int) -> Losses:
+        raise NotImplementedError
+
+    def set_dataset_size(self, n: int) -> None:
+        """Told the training-set size N before training (β-TCVAE's estimators need it)."""
+
+    def state_arrays(self) -> dict:
+        """Arrays of state to store with each evaluation snapshot (e.g. per-dimension σ²)."""
+        return {}
+
+    @torch.no_grad()
+    def after_step(self, losses: Losses, step: int) -> None:
+        """Update state once the optimiser has stepped (e.g. GECO's λ). Default: nothing."""
+
+    def nll(self, p: Pass) -> torch.Tensor:
+        """−log p(x|z) per example under this objective's decoder, (B,). Used for ELBO/distortion."""
+        raise NotImplementedError

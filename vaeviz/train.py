@@ -1,0 +1,278 @@
+"""The training loop: data resident on the device, random-index minibatches, Adam.
+
+Steps are numbered 1..steps (step t is the t-th optimiser update). Train-split metrics of step
+t come from that step's batch and are kept on the device, synced to the sink only at a flush
+(at least once a second, and before every evaluation and checkpoint), where they are also
+checked for NaN/inf. Evaluation on the held-out split runs at step 0, every `eval_every` steps
+and at the end, under its own RNG so it never changes the training stream, and stores a
+snapshot of the probe set's posterior. The same config and seed give the same metric stream.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from vaeviz.config import RunConfig
+from vaeviz.data import Dataset, load_dataset
+from vaeviz.evaluation import evaluate, probe_snapshot
+from vaeviz.nets import VAEModel, build_model
+from vaeviz.objectives import Objective, build_objective
+
+FLUSH_SECONDS = 0.5
+MAX_BUFFER = 2000
+
+
+class Cancelled(Exception):
+    """The run was asked to stop; a checkpoint was written first."""
+
+
+class Diverged(Exception):
+    """A logged term became NaN or infinite."""
+
+    def __init__(self, step: int, term: str, value: float):
+        super().__init__(f"diverged at step {step}: {term} = {value} (try a smaller train.lr)")
+        self.step, self.term, self.value = step, term, value
+
+
+class MetricSink(Protocol):
+    def write(self, rows: list[tuple[int, str, str, float]]) -> None: ...
+    def snapshot(self, step: int, arrays: dict[str, np.ndarray]) -> None: ...
+    def progress(self, step: int, total: int) -> None: ...
+    def truncate(self, after_step: int) -> None: ...
+
+
+@dataclass
+class MemorySink:
+    """A sink that keeps everything in memory (tests, notebooks)."""
+
+    rows: list[tuple[int, str, str, float]] = field(default_factory=list)
+    snapshots: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
+
+    def write(self, rows):
+        self.rows.extend(rows)
+
+    def snapshot(self, step, arrays):
+        self.snapshots[step] = arrays
+
+    def progress(self, step, total):
+        pass
+
+    def truncate(self, after_step):
+        self.rows = [r for r in self.rows if r[0] <= after_step]
+        self.snapshots = {s: a for s, a in self.snapshots.items() if s <= after_step}
+
+    def series(self, name: str, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+        """(steps, values) of one metric."""
+        pts = [(s, v) for s, sp, n, v in self.rows if n == name and sp == split]
+        return np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    final: dict[str, float]
+    device: str
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """CUDA if available, else Apple MPS, else CPU; an explicit name is used as given."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@dataclass
+class Setup:
+    """Everything a run trains or evaluates with."""
+
+    data: Dataset
+    model: VAEModel
+    objective: Objective
+    device: torch.device
+
+
+def build(cfg: RunConfig, device: torch.device | None = None) -> Setup:
+    """Load the data and build objective and model, seeded by `train.seed`."""
+    device = device or pick_device(cfg.train.device)
+    if device.type == "cpu" and cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    data = load_dataset(cfg.data)
+    torch.manual_seed(cfg.train.seed)
+    objective = build_objective(cfg.objective, data.dim)
+    objective.set_dataset_size(len(data.x_train))
+    model = build_model(cfg.model, data.shape, objective.net_spec())
+    return Setup(data, model.to(device), objective.to(device), device)
+
+
+def make_optimizer(setup: Setup, lr: float) -> torch.optim.Optimizer:
+    params = list(setup.model.parameters()) + list(setup.objective.parameters())
+    fused = setup.device.type in ("cpu", "cuda")
+    return torch.optim.Adam(params, lr=lr, fused=fused)
+
+
+class _Buffer:
+    """Per-step metric tensors kept on the device until a flush."""
+
+    def __init__(self):
+        self.names: list[str] | None = None
+        self.steps: list[int] = []
+        self.values: list[torch.Tensor] = []
+
+    def add(self, step: int, terms: dict[str, torch.Tensor]) -> None:
+        if self.names is None:
+            self.names = list(terms)
+        self.steps.append(step)
+        self.values.append(torch.stack([terms[n].float().reshape(()) for n in self.names]))
+
+    def drain(self) -> list[tuple[int, str, str, float]]:
+        """Sync to the host, raise Diverged at the first non-finite value, return rows."""
+        if not self.values:
+            return []
+        table = torch.stack(self.values).cpu().numpy()  # (steps, terms)
+        steps, self.steps, self.values = self.steps, [], []
+        bad = ~np.isfinite(table)
+        if bad.any():
+            i, j = np.argwhere(bad)[0]
+            raise Diverged(steps[i], self.names[j], float(table[i, j]))
+        return [(s, "train", n, float(v)) for s, row in zip(steps, table) for n, v in zip(self.names, row)]
+
+
+def train(
+    cfg: RunConfig,
+    sink: MetricSink,
+    *,
+    workdir: Path | str | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    resume: bool = False,
+    progress: Callable[[int, int, dict], None] | None = None,
+) -> TrainResult:
+    """Train `cfg`, streaming metrics to `sink`; checkpoints go to `workdir` when given."""
+    setup = build(cfg)
+    opt = make_optimizer(setup, cfg.train.lr)
+    gen = torch.Generator(device=setup.device).manual_seed(cfg.train.seed)
+    workdir = Path(workdir) if workdir is not None else None
+    start = 0
+    if resume and workdir is not None and (workdir / "checkpoint.pt").exists():
+        start = load_checkpoint(workdir / "checkpoint.pt", setup, opt, gen)
+        sink.truncate(start)
+    loop = _Loop(cfg, setup, opt, gen, sink, workdir, should_stop or (lambda: False), progress)
+    return loop.run(start)
+
+
+class _Loop:
+    """The state of one training run between flushes."""
+
+    def __init__(self, cfg, setup, opt, gen, sink, workdir, should_stop, progress):
+        self.cfg, self.s, self.opt, self.gen, self.sink = cfg, setup, opt, gen, sink
+        self.workdir, self.should_stop, self.progress = workdir, should_stop, progress
+        self.x = torch.as_tensor(setup.data.x_train, device=setup.device)  # (N, *shape)
+        self.x_eval = torch.as_tensor(setup.data.x_eval, device=setup.device)
+        self.buffer, self.last = _Buffer(), {}
+
+    def step(self, t: int) -> None:
+        idx = torch.randint(0, self.x.shape[0], (self.cfg.train.batch_size,), generator=self.gen, device=self.x.device)
+        losses = self.s.objective(self.s.model, self.x[idx], t)
+        self.opt.zero_grad(set_to_none=True)
+        losses.loss.backward()
+        self.opt.step()
+        self.s.objective.after_step(losses, t)
+        self.buffer.add(t, losses.terms)
+
+    def run(self, start: int) -> TrainResult:
+        tc = self.cfg.train
+        if start == 0:
+            self.evaluate(0)
+        last_flush = time.monotonic()
+        for t in range(start + 1, tc.steps + 1):
+            self.step(t)
+            boundary = t % tc.eval_every == 0 or t % tc.checkpoint_every == 0 or t == tc.steps
+            if boundary or len(self.buffer.steps) >= MAX_BUFFER or time.monotonic() - last_flush > FLUSH_SECONDS:
+                self.flush(t)
+                last_flush = time.monotonic()
+            if t % tc.eval_every == 0 or t == tc.steps:
+                self.evaluate(t)
+            if t % tc.checkpoint_every == 0 or t == tc.steps:
+                self.checkpoint(t)
+        return TrainResult(tc.steps, self.last, str(self.s.device))
+
+    def flush(self, t: int) -> None:
+        rows = self.buffer.drain()
+        self.sink.write(rows)
+        self.last.update({n: v for s, _, n, v in rows if s == t})
+        self.sink.progress(t, self.cfg.train.steps)
+        if self.progress is not None:
+            self.progress(t, self.cfg.train.steps, self.last)
+        if self.should_stop():
+            self.checkpoint(t)
+            raise Cancelled(f"cancelled at step {t}")
+
+    def evaluate(self, t: int) -> None:
+        with torch.random.fork_rng(devices=[self.s.device] if self.s.device.type == "cuda" else []):
+            torch.manual_seed(self.cfg.train.seed * 1_000_003 + t)
+            metrics = evaluate(self.s.model, self.s.objective, self.x_eval)
+            arrays = probe_snapshot(self.s.model, self.s.objective, self.s.data, self.cfg.train.probe_size)
+        for name, value in metrics.items():
+            if not np.isfinite(value):
+                raise Diverged(t, name, value)
+        self.sink.write([(t, "eval", n, float(v)) for n, v in metrics.items()])
+        self.sink.snapshot(t, arrays)
+
+    def checkpoint(self, t: int) -> None:
+        if self.workdir is not None:
+            save_checkpoint(self.workdir, t, self.s, self.opt, self.gen)
+
+
+def save_checkpoint(workdir: Path, step: int, setup: Setup, opt, gen: torch.Generator) -> None:
+    """Full state for resume (checkpoint.pt) and the weights at this step (checkpoints/step_*.pt)."""
+    weights = {"model": setup.model.state_dict(), "objective": setup.objective.state_dict(), "step": step}
+    full = {**weights, "opt": opt.state_dict(), "rng": torch.get_rng_state(), "gen": gen.get_state()}
+    (workdir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    _atomic_save(weights, workdir / "checkpoints" / f"step_{step:08d}.pt")
+    _atomic_save(full, workdir / "checkpoint.pt")
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, setup: Setup, opt=None, gen: torch.Generator | None = None) -> int:
+    """Restore a checkpoint (weights only, or the full training state); returns its step."""
+    state = torch.load(path, map_location=setup.device, weights_only=True)
+    setup.model.load_state_dict(state["model"])
+    setup.objective.load_state_dict(state["objective"])
+    if opt is not None and "opt" in state:
+        opt.load_state_dict(state["opt"])
+        torch.set_rng_state(state["rng"].cpu())
+        gen.set_state(state["gen"].cpu())
+    return int(state["step"])
+
+
+def checkpoint_steps(workdir: Path) -> list[int]:
+    """Steps with saved weights, ascending."""
+    return sorted(int(p.stem.split("_")[1]) for p in (Path(workdir) / "checkpoints").glob("step_*.pt"))
+
+
+def load_run(cfg: RunConfig, workdir: Path | str, step: int | None = None, device: str = "cpu") -> tuple[Setup, int]:
+    """Rebuild a run's data, model and objective from its artifact folder at `step` (default: the last)."""
+    setup = build(cfg, torch.device(device))
+    steps = checkpoint_steps(Path(workdir))
+    if not steps:
+        raise FileNotFoundError(f"no checkpoint in {workdir}")
+    chosen = max([s for s in steps if step is None or s <= step] or steps[:1])
+    load_checkpoint(Path(workdir) / "checkpoints" / f"step_{chosen:08d}.pt", setup)
+    setup.model.eval()
+    return setup, chosen
