@@ -80,6 +80,7 @@ class TrainResult:
     steps: int
     final: dict[str, float]
     device: str
+    seconds: float = 0.0  # wall time of the optimiser steps and flushes (no evaluation or checkpoints)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -194,18 +195,22 @@ class _Loop:
         tc = self.cfg.train
         if start == 0:
             self.evaluate(0)
-        last_flush = time.monotonic()
+        last_flush = begin = time.perf_counter()
+        paused = 0.0  # time spent evaluating and checkpointing
         for t in range(start + 1, tc.steps + 1):
             self.step(t)
-            boundary = t % tc.eval_every == 0 or t % tc.checkpoint_every == 0 or t == tc.steps
-            if boundary or len(self.buffer.steps) >= MAX_BUFFER or time.monotonic() - last_flush > FLUSH_SECONDS:
+            evaluate, save = t % tc.eval_every == 0 or t == tc.steps, t % tc.checkpoint_every == 0 or t == tc.steps
+            due = len(self.buffer.steps) >= MAX_BUFFER or time.perf_counter() - last_flush > FLUSH_SECONDS
+            if evaluate or save or due:
                 self.flush(t)
-                last_flush = time.monotonic()
-            if t % tc.eval_every == 0 or t == tc.steps:
+                last_flush = time.perf_counter()
+            if evaluate:
                 self.evaluate(t)
-            if t % tc.checkpoint_every == 0 or t == tc.steps:
+            if save:
                 self.checkpoint(t)
-        return TrainResult(tc.steps, self.last, str(self.s.device))
+            if evaluate or save:
+                paused += time.perf_counter() - last_flush
+        return TrainResult(tc.steps, self.last, str(self.s.device), time.perf_counter() - begin - paused)
 
     def flush(self, t: int) -> None:
         rows = self.buffer.drain()

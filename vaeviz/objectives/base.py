@@ -68,7 +68,14 @@ class Objective(nn.Module):
         return Pass(x.flatten(1), q, z, model.decode(z))
 
     def forward(self, model: VAEModel, x: torch.Tensor, step: int) -> Losses:
+        return self.loss(self.run(model, x), step, model)
+
+    def loss(self, p: Pass, step: int, model: VAEModel) -> Losses:
+        """The loss of one pass. `model` is only for terms that need the network itself (RAE's
+        regularisers); such objectives set `needs_model = True` and cannot train batched."""
         raise NotImplementedError
+
+    needs_model = False
 
     def set_dataset_size(self, n: int) -> None:
         """Told the training-set size N before training (β-TCVAE's estimators need it)."""

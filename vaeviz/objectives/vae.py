@@ -33,8 +33,7 @@ class VAE(Objective):
     def beta(self, step: int) -> float:
         return 1.0
 
-    def forward(self, model, x, step):
-        p = self.run(model, x)
+    def loss(self, p, step, model=None):
         distortion = self.nll(p).mean()
         rate = p.q.kl().mean()
         beta = self.beta(step)

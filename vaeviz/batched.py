@@ -1,0 +1,204 @@
+"""Batched comparisons: K runs that share data and network shape, trained as one stacked model.
+
+The K encoders (and decoders) are stacked parameter-wise (`torch.func.stack_module_state`) and
+called once through `vmap(functional_call)`, so every layer is one batched matmul over K. The
+rest stays per run: each run keeps its own minibatch generator, its own global-RNG stream for
+the reparameterisation noise (swapped in around its sampling), its own objective and state,
+sink, evaluations and checkpoints. Adam is elementwise, so one fused Adam over the stacked
+tensors takes the same step each run would take alone; a run trained inside a batch therefore
+follows its solo trajectory up to matmul rounding. A run that diverges or is cancelled drops
+out of the summed loss while the others go on.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch.func import functional_call, stack_module_state, vmap
+
+from vaeviz.config import ConfigError, RunConfig
+from vaeviz.distributions import Posterior
+from vaeviz.nets import DecoderOut
+from vaeviz.objectives.base import Pass
+from vaeviz.train import FLUSH_SECONDS, Cancelled, Diverged, TrainResult, _Loop, build, make_optimizer
+
+SHARED = ("data", "model", "train.steps", "train.batch_size", "train.lr", "train.device", "train.eval_every",
+          "train.checkpoint_every")
+
+
+def check_batchable(cfgs: list[RunConfig]) -> None:
+    """K ≥ 1 runs can train batched when they share data, network and schedule."""
+    if not cfgs:
+        raise ConfigError("a batched comparison needs at least one run")
+    first = cfgs[0].to_dict()
+    for cfg in cfgs[1:]:
+        d = cfg.to_dict()
+        for key in SHARED:
+            section, _, leaf = key.partition(".")
+            a, b = (first[section], d[section]) if not leaf else (first[section][leaf], d[section][leaf])
+            if a != b:
+                raise ConfigError(f"runs in one batch must share '{key}': {a!r} != {b!r}")
+
+
+class Stacked:
+    """K modules of one architecture with stacked parameters (leaves of shape (K, ...))."""
+
+    def __init__(self, modules: list[torch.nn.Module], flatten: Callable):
+        self.params, self.buffers = stack_module_state(modules)
+        self.base = copy.deepcopy(modules[0]).to("meta")
+        self.flatten = flatten
+
+    def __call__(self, inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        def one(params, buffers, x):
+            return self.flatten(functional_call(self.base, (params, buffers), (x,)))
+
+        return vmap(one)(self.params, self.buffers, inputs)
+
+    def member(self, k: int) -> dict[str, torch.Tensor]:
+        return {name: p[k] for name, p in self.params.items()}
+
+
+def _posterior_tensors(q: Posterior) -> tuple[torch.Tensor, ...]:
+    return tuple(t for t in (q.mu, q.logvar, q.scale_tril) if t is not None)
+
+
+def _decoder_tensors(out: DecoderOut) -> tuple[torch.Tensor, ...]:
+    return (out.logits,) if out.log_sigma is None else (out.logits, out.log_sigma)
+
+
+def _posterior(kind: str, parts: tuple[torch.Tensor, ...], k: int) -> Posterior:
+    mu = parts[0][k]
+    if kind == "diag":
+        return Posterior(mu, logvar=parts[1][k])
+    if kind == "full":
+        return Posterior(mu, scale_tril=parts[1][k])
+    return Posterior(mu)
+
+
+class BatchedTrainer:
+    """Train K compatible runs as one stacked model; each run streams to its own sink."""
+
+    def __init__(self, cfgs: list[RunConfig], sinks: list, workdirs: list[Path | None] | None = None,
+                 should_stop: list[Callable[[], bool]] | None = None):
+        check_batchable(cfgs)
+        workdirs = workdirs or [None] * len(cfgs)
+        should_stop = should_stop or [lambda: False] * len(cfgs)
+        self.loops, self.rng = [], []
+        for cfg, sink, wd, stop in zip(cfgs, sinks, workdirs, should_stop):
+            setup = build(cfg)
+            if setup.objective.needs_model or setup.objective.net_spec().spectral_norm:
+                raise ConfigError(f"objective '{cfg.objective.name}' with these knobs cannot train batched")
+            self.rng.append(torch.get_rng_state())  # the state a solo run would sample from
+            gen = torch.Generator(device=setup.device).manual_seed(cfg.train.seed)
+            wd = Path(wd) if wd is not None else None
+            self.loops.append(_Loop(cfg, setup, make_optimizer(setup, cfg.train.lr), gen, sink, wd, stop, None))
+        self.kind = self._posterior_kind()
+        self.enc = Stacked([lp.s.model.encoder for lp in self.loops], _posterior_tensors)
+        self.dec = Stacked([lp.s.model.decoder for lp in self.loops], _decoder_tensors)
+        self.opt = self._optimizer(cfgs[0].train.lr)
+        self.outcomes: list[TrainResult | Exception | None] = [None] * len(cfgs)
+
+    def _posterior_kind(self) -> str:
+        spec, cfg = self.loops[0].s.objective.net_spec(), self.loops[0].cfg
+        return cfg.model.covariance if spec.stochastic else "deterministic"
+
+    def _optimizer(self, lr: float) -> torch.optim.Optimizer:
+        params = list(self.enc.params.values()) + list(self.dec.params.values())
+        params += [p for lp in self.loops for p in lp.s.objective.parameters()]
+        return torch.optim.Adam(params, lr=lr, fused=self.loops[0].s.device.type in ("cpu", "cuda"))
+
+    @property
+    def live(self) -> list[int]:
+        return [k for k, o in enumerate(self.outcomes) if o is None]
+
+    def step(self, t: int) -> None:
+        """One optimiser step of every live run."""
+        live = self.live
+        x = torch.stack([lp.x[torch.randint(0, lp.x.shape[0], (lp.cfg.train.batch_size,), generator=lp.gen,
+                                            device=lp.x.device)] for lp in self.loops])  # (K, B, *shape)
+        q_parts = self.enc(x)
+        zs = []
+        for k in range(len(self.loops)):
+            torch.set_rng_state(self.rng[k])
+            zs.append(_posterior(self.kind, q_parts, k).rsample())  # (B, L), run k's own noise
+            self.rng[k] = torch.get_rng_state()
+        out = self.dec(torch.stack(zs))  # (K, B, D)
+        losses = {}
+        for k in live:
+            lp = self.loops[k]
+            p = Pass(x[k].flatten(1), _posterior(self.kind, q_parts, k), zs[k],
+                     DecoderOut(out[0][k], out[1][k] if len(out) > 1 else None))
+            losses[k] = lp.s.objective.loss(p, t, None)
+        self.opt.zero_grad(set_to_none=True)
+        torch.stack([losses[k].loss for k in live]).sum().backward()
+        self.opt.step()
+        for k in live:
+            self.loops[k].s.objective.after_step(losses[k], t)
+            self.loops[k].buffer.add(t, losses[k].terms)
+
+    def _pairs(self, k: int) -> list[tuple[torch.Tensor, torch.Tensor, int | None]]:
+        """(run k's own parameter, the optimised tensor holding it, its index in that tensor or None)."""
+        model, pairs = self.loops[k].s.model, []
+        for module, stack in ((model.encoder, self.enc), (model.decoder, self.dec)):
+            pairs += [(p, stack.params[name], k) for name, p in module.named_parameters()]
+        return pairs + [(p, p, None) for p in self.loops[k].s.objective.parameters()]
+
+    def sync_member(self, k: int) -> None:
+        """Copy run k's slice of the stacked weights and Adam state into its own model and optimiser,
+        so that its evaluations and checkpoints are exactly those of a solo run."""
+        lp = self.loops[k]
+        lp.opt.state.clear()
+        with torch.no_grad():
+            for own, leaf, idx in self._pairs(k):
+                if idx is not None:
+                    own.copy_(leaf[idx])
+                state = self.opt.state.get(leaf)
+                if state:
+                    lp.opt.state[own] = {n: (v[idx] if idx is not None and v.dim() > 0 else v).clone()
+                                         for n, v in state.items()}
+
+    def run(self) -> list[TrainResult | Exception]:
+        """Train every run to the end (or its own divergence/cancellation)."""
+        tc = self.loops[0].cfg.train
+        for k in self.live:
+            self._guard(k, lambda lp: lp.evaluate(0))
+        last, begin = time.perf_counter(), time.perf_counter()
+        for t in range(1, tc.steps + 1):
+            self.step(t)
+            ev, ck = t % tc.eval_every == 0 or t == tc.steps, t % tc.checkpoint_every == 0 or t == tc.steps
+            if ev or ck or time.perf_counter() - last > FLUSH_SECONDS:
+                self._boundary(t, ev, ck)
+                last = time.perf_counter()
+            if not self.live:
+                break
+        seconds = time.perf_counter() - begin
+        for k in self.live:
+            self.outcomes[k] = TrainResult(tc.steps, self.loops[k].last, str(self.loops[k].s.device), seconds)
+        return list(self.outcomes)
+
+    def _boundary(self, t: int, evaluate: bool, save: bool) -> None:
+        for k in self.live:
+            if evaluate or save or self.loops[k].should_stop():
+                self.sync_member(k)  # a cancelled run checkpoints its own current weights
+            self._guard(k, lambda lp: lp.flush(t))
+            if evaluate:
+                self._guard(k, lambda lp: lp.evaluate(t))
+            if save:
+                self._guard(k, lambda lp: lp.checkpoint(t))
+
+    def _guard(self, k: int, action: Callable) -> None:
+        """Run `action` on run k unless it has ended; a divergence or cancellation ends that run only."""
+        if self.outcomes[k] is None:
+            try:
+                action(self.loops[k])
+            except (Diverged, Cancelled) as exc:
+                self.outcomes[k] = exc
+
+
+def train_batched(cfgs: list[RunConfig], sinks: list, workdirs=None, should_stop=None) -> list:
+    """Train K compatible runs as one batched model; returns each run's TrainResult or exception."""
+    return BatchedTrainer(cfgs, sinks, workdirs, should_stop).run()
