@@ -1,0 +1,71 @@
+"""Batched comparisons: a run trained inside a batch follows the same run trained alone."""
+
+import numpy as np
+import pytest
+
+from vaeviz.batched import check_batchable, train_batched
+from vaeviz.config import ConfigError, RunConfig
+from vaeviz.train import Diverged, MemorySink, train
+
+BASE = ["data.name=digits", "model.hidden=64,64", "train.batch_size=32", "train.eval_every=1000",
+        "train.checkpoint_every=1000"]
+
+
+def _cfgs(steps, *variants):
+    return [RunConfig().with_overrides(BASE + [f"train.steps={steps}", *v]) for v in variants]
+
+
+VARIANTS = (["train.seed=0"], ["train.seed=1"], ["objective.name=beta_vae", "objective.beta=4"],
+            ["objective.name=beta_vae", "objective.schedule=linear", "objective.warmup_steps=50"])
+
+
+def test_first_20_steps_match_solo_runs_within_1e_4():
+    cfgs = _cfgs(20, *VARIANTS)
+    solo = [MemorySink() for _ in cfgs]
+    for cfg, sink in zip(cfgs, solo):
+        train(cfg, sink)
+    together = [MemorySink() for _ in cfgs]
+    results = train_batched(cfgs, together)
+    assert all(r.steps == 20 for r in results)
+    for a, b in zip(solo, together):
+        for name in ("loss", "rate", "distortion"):
+            sa, va = a.series(name)
+            sb, vb = b.series(name)
+            assert sa.tolist() == sb.tolist() == list(range(1, 21))
+            np.testing.assert_allclose(vb, va, rtol=1e-4, atol=1e-6)
+        assert sorted(b.snapshots) == [0, 20]
+        np.testing.assert_allclose(b.snapshots[20]["mu"], a.snapshots[20]["mu"], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_final_eval_metrics_within_3_percent_after_2000_steps(tmp_path):
+    cfgs = _cfgs(2000, ["train.seed=0"], ["objective.name=beta_vae", "objective.beta=2"])
+    together = [MemorySink() for _ in cfgs]
+    train_batched(cfgs, together, workdirs=[tmp_path / "a", tmp_path / "b"])
+    for cfg, sink in zip(cfgs, together):
+        solo = MemorySink()
+        train(cfg, solo)
+        for name in ("elbo", "rate", "distortion", "nll_sigma_free"):
+            a, b = solo.series(name, "eval")[1][-1], sink.series(name, "eval")[1][-1]
+            assert abs(b - a) <= 0.03 * abs(a), (name, a, b)
+    assert (tmp_path / "a" / "checkpoint.pt").exists() and (tmp_path / "b" / "checkpoint.pt").exists()
+
+
+def test_a_diverging_member_ends_alone():
+    cfgs = _cfgs(300, ["train.seed=0"], ["train.seed=1"])
+    cfgs[1] = cfgs[1].with_overrides(["objective.name=beta_vae", "objective.beta=1"])
+    sinks = [MemorySink() for _ in cfgs]
+    # make member 1 diverge by poisoning its data after the build: NaN inputs from step 1
+    from vaeviz.batched import BatchedTrainer
+
+    trainer = BatchedTrainer(cfgs, sinks)
+    trainer.loops[1].x[:] = float("nan")
+    results = trainer.run()
+    assert isinstance(results[1], Diverged) and results[1].step == 1
+    assert results[0].steps == 300 and sinks[0].series("loss")[0].tolist() == list(range(1, 301))
+
+
+def test_incompatible_runs_are_refused():
+    a, b = _cfgs(10, ["train.seed=0"], ["model.latent_dim=3"])
+    with pytest.raises(ConfigError, match="model"):
+        check_batchable([a, b])

@@ -1,0 +1,222 @@
+"""The `vaeviz` command line: train/runs/show/export/cancel/resume, and clean errors with exit codes."""
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vaeviz.cli import main
+from vaeviz.config import RunConfig
+from vaeviz.runs import RunStore
+
+SMALL = ["data.name=digits", "model.latent_dim=2", "model.hidden=32,32", "train.batch_size=32",
+         "train.eval_every=50", "train.probe_size=200", "train.steps=100"]
+
+
+def _sets(*pairs):
+    return [arg for p in pairs for arg in ("--set", p)]
+
+
+def _vaeviz(*args, timeout=120) -> subprocess.CompletedProcess:
+    """The real program: `python -m vaeviz ...` in a fresh process."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "vaeviz", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
+def _run(capsys, *args) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def trained(capsys) -> str:
+    """A finished small run, trained in the foreground through the CLI."""
+    code, out, err = _run(capsys, "train", *_sets(*SMALL), "--name", "small")
+    assert code == 0, err
+    return out.splitlines()[0].removeprefix("run: ")
+
+
+def test_train_prints_the_run_first_then_rate_distortion_and_status(capsys):
+    code, out, err = _run(capsys, "train", *_sets(*SMALL))
+    assert code == 0, err
+    lines = out.splitlines()
+    rid = lines[0].removeprefix("run: ")
+    assert lines[0] == f"run: {rid}" and len(rid) == 8
+    values = dict(line.split(": ", 1) for line in lines[1:])
+    assert float(values["rate"]) > 0 and float(values["distortion"]) > 0 and values["status"] == "done"
+    assert "step 100/100" in err and "steps/s" in err and "loss" in err
+    rec = RunStore().get(rid)
+    assert rec.status == "done" and rec.step == 100 and rec.name == "vae-digits-1"
+
+
+def test_runs_table_and_json(capsys, trained):
+    code, out, _ = _run(capsys, "runs")
+    header, row = out.splitlines()
+    assert header.split() == ["id", "name", "status", "objective", "dataset", "step/steps"]
+    assert row.split() == [trained, "small", "done", "vae", "digits", "100/100"]
+    code, out, _ = _run(capsys, "runs", "--json")
+    runs = json.loads(out)
+    assert code == 0 and isinstance(runs, list) and len(runs) == 1
+    assert {k: runs[0][k] for k in ("id", "name", "status", "objective", "dataset")} == {
+        "id": trained, "name": "small", "status": "done", "objective": "vae", "dataset": "digits"}
+    assert runs[0]["config"]["train"]["steps"] == 100
+    assert json.loads(_run(capsys, "runs", "--json", "--status", "queued")[1]) == []
+
+
+def test_export_csv_json_and_parquet(capsys, trained, tmp_path):
+    code, out, _ = _run(capsys, "export", trained, "--format", "csv")
+    rows = list(csv.reader(io.StringIO(out)))
+    assert code == 0 and rows[0] == ["step", "split", "name", "value"]
+    splits = {r[1] for r in rows[1:]}
+    assert splits == {"train", "eval"}
+    train_loss = [int(r[0]) for r in rows[1:] if r[1:3] == ["train", "loss"]]
+    assert train_loss == list(range(1, 101))
+    assert {int(r[0]) for r in rows[1:] if r[1] == "eval"} == {0, 50, 100}
+    expected = RunStore().metrics(trained)
+    pd.testing.assert_frame_equal(pd.read_csv(io.StringIO(out)), expected, check_dtype=False)
+
+    code, out, _ = _run(capsys, "export", trained[:4], "--format", "json")
+    records = json.loads(out)
+    assert code == 0 and len(records) == len(expected) and set(records[0]) == {"step", "split", "name", "value"}
+
+    path = tmp_path / "m.parquet"
+    assert _run(capsys, "export", "small", "--format", "parquet", "--out", str(path))[0] == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(path), expected)
+    path = tmp_path / "m.csv"
+    assert _run(capsys, "export", trained, "--out", str(path))[0] == 0
+    assert path.read_text().splitlines()[0] == "step,split,name,value"
+
+
+def test_show_prints_status_last_metrics_and_config(capsys, trained):
+    code, out, _ = _run(capsys, "show", trained)
+    assert code == 0 and f"run:       {trained}  (small)" in out and "status:    done" in out
+    assert "last train metrics (step 100):" in out and "last eval metrics (step 100):" in out
+    assert "  elbo: " in out and '"steps": 100' in out
+
+
+def test_background_cancel_and_resume_without_spawning(capsys):
+    store = RunStore()
+    store.register_worker(os.getpid())  # a live worker: --background must not start another
+    code, out, err = _run(capsys, "train", *_sets(*SMALL), "--background")
+    rid = out.splitlines()[0].removeprefix("run: ")
+    assert code == 0 and out == f"run: {rid}\n" and "a running worker will pick it up" in err
+    assert store.get(rid).status == "queued"
+    assert _run(capsys, "cancel", rid) == (0, f"run {rid} cancelled\n", "")
+    code, out, _ = _run(capsys, "resume", rid, "--background")
+    assert code == 0 and out == f"run: {rid}\n"
+    rec = store.get(rid)
+    assert rec.status == "queued" and rec.resume
+    store.claim_next(os.getpid())
+    code, out, _ = _run(capsys, "cancel", rid)
+    assert code == 0 and "cancel requested" in out and store.cancel_requested(rid)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--set", "bogus.key=1"], "error: unknown key 'bogus.key'"),
+        (["train", "--set", "model.latent_dim=0"], "error: invalid value for 'model.latent_dim': 0"),
+        (["train", "--set", "train.lr=fast"], "error: invalid value for 'train.lr': 'fast' (expected float)"),
+        (["train", "--set", "noequals"], "error: override 'noequals' is not of the form key=value"),
+        (["train", "--config", "/nonexistent/c.json"], "error: cannot read config file /nonexistent/c.json"),
+        (["train", "--preset", "no-such-preset"], "error: unknown preset 'no-such-preset'"),
+        (["show", "abcdef12"], "error: no run 'abcdef12' (see `vaeviz runs`)"),
+        (["export", "abcdef12"], "error: no run 'abcdef12'"),
+        (["resume", "abcdef12"], "error: no run 'abcdef12'"),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_2(capsys, args, message):
+    code, out, err = _run(capsys, *args)
+    assert code == 2 and err.startswith(message) and err.count("\n") == 1 and out == ""
+    assert RunStore().list_runs() == []  # no run was created
+
+
+def test_state_errors_exit_2(capsys, trained, tmp_path):
+    assert _run(capsys, "resume", trained) == (2, "", f"error: run {trained} is done; only interrupted, failed, "
+                                                     "cancelled runs can be resumed\n")
+    assert _run(capsys, "cancel", trained) == (2, "", f"error: run {trained} is already done\n")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    code, _, err = _run(capsys, "train", "--config", str(bad), "--preset", "vae-digits")
+    assert code == 2 and err == "error: use either --config or --preset, not both\n"
+    code, _, err = _run(capsys, "train", "--config", str(bad))
+    assert code == 2 and err.startswith("error: config is not valid JSON")
+
+
+def test_config_file_then_sets(capsys, tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(RunConfig().with_overrides(SMALL + ["train.steps=40"]).to_json())
+    code, out, err = _run(capsys, "train", "--config", str(path), "--set", "train.steps=30")
+    assert code == 0, err
+    rec = RunStore().get(out.splitlines()[0].removeprefix("run: "))
+    assert rec.config.train.steps == 30 and rec.config.model.hidden == [32, 32] and rec.step == 30
+
+
+def test_a_diverging_run_exits_1_with_step_and_term(capsys):
+    code, out, err = _run(capsys, "train", *_sets(*SMALL, "train.lr=10"))
+    assert code == 1 and "status: diverged" in out
+    assert err.splitlines()[-1].startswith("error: diverged at step ") and "loss" in err
+
+
+def test_datasets_and_presets_are_listed(capsys):
+    code, out, _ = _run(capsys, "datasets")
+    names = [line.split()[0] for line in out.splitlines()[1:]]
+    assert code == 0 and {"digits", "mnist", "npz"} <= set(names)
+    from vaeviz.presets import PRESETS
+
+    code, out, _ = _run(capsys, "presets")
+    assert code == 0 and [line.split()[0] for line in out.splitlines()[1:]] == list(PRESETS)
+
+
+def test_eval_prints_json(capsys, trained):
+    pytest.importorskip("vaeviz.analysis.evaluate")
+    code, out, _ = _run(capsys, "eval", trained, "--json")
+    result = json.loads(out)
+    assert code == 0 and isinstance(result, dict) and result
+
+
+def test_worker_command_exits_when_idle(capsys):
+    code, out, _ = _run(capsys, "worker", "--exit-when-idle", "--poll", "0.05")
+    assert code == 0 and out.strip().endswith("finished 0 run(s)")
+
+
+def test_real_program_bad_value_and_bad_data_file_give_no_traceback(tmp_path):
+    res = _vaeviz("train", "--set", "objective.name=nope")
+    assert res.returncode == 2 and res.stdout == "" and "Traceback" not in res.stderr
+    assert res.stderr.startswith("error: invalid value for 'objective.name': 'nope' (allowed: one of vae")
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, images=np.zeros((10, 4), np.float32))
+    res = _vaeviz("train", *_sets(*SMALL, "data.name=npz", f"data.path={bad}"))
+    assert res.returncode == 2 and "Traceback" not in res.stderr + res.stdout
+    rid = res.stdout.splitlines()[0].removeprefix("run: ")
+    error = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1 and "bad.npz" in error[0]
+    assert RunStore().get(rid).status == "failed"
+
+
+@pytest.mark.slow
+def test_readme_digits_run_finishes_within_a_minute_and_is_listed_done(capsys):
+    start = time.perf_counter()
+    res = _vaeviz("train", *_sets("data.name=digits", "objective.name=vae", "model.latent_dim=2", "train.steps=2000"))
+    wall = time.perf_counter() - start
+    with capsys.disabled():
+        print(f"\n2000-step digits run: {wall:.1f} s wall")
+    assert res.returncode == 0, res.stderr
+    rid = res.stdout.splitlines()[0].removeprefix("run: ")
+    assert any(line.startswith("rate: ") for line in res.stdout.splitlines())
+    assert any(line.startswith("distortion: ") for line in res.stdout.splitlines())
+    assert wall < 60
+    listing = _run(capsys, "runs")[1].splitlines()
+    assert [line.split()[2] for line in listing if line.startswith(rid)] == ["done"]
+    export = _run(capsys, "export", rid, "--format", "csv")[1].splitlines()
+    assert export[0] == "step,split,name,value" and len(export) > 2000 * 4
+    assert {line.split(",")[1] for line in export[1:]} == {"train", "eval"}

@@ -1,0 +1,342 @@
+"""The `vaeviz` command line (also `python -m vaeviz`).
+
+    vaeviz train [--config FILE] [--preset NAME] [--set key=value ...] [--background] [--name NAME]
+    vaeviz worker [--max-jobs N] [--exit-when-idle] [--poll S]
+    vaeviz runs [--json] [--status S]
+    vaeviz show RUN | cancel RUN | resume RUN [--background]
+    vaeviz export RUN --format csv|parquet|json [--out FILE]
+    vaeviz eval RUN [--step S] [--json]
+    vaeviz datasets | presets
+
+A user error (bad key or value, unknown run, bad data file) prints one `error: ...` line on
+stderr and exits 2; a run that fails, diverges or is cancelled exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+from vaeviz.config import ConfigError, RunConfig
+from vaeviz.runs import STATUSES, RunStore
+from vaeviz.worker import Outcome, ensure_worker, run_one, user_errors, work
+
+
+class UserError(Exception):
+    """A mistake on the command line; printed as `error: <message>`, exit code 2."""
+
+
+def _out(line: str = "") -> None:
+    print(line, flush=True)
+
+
+def _err(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+# -- train / resume ----------------------------------------------------------------------------
+
+
+def _load_config(args) -> RunConfig:
+    """--config FILE or --preset NAME (not both), then every --set in order."""
+    if args.config and args.preset:
+        raise UserError("use either --config or --preset, not both")
+    if args.config:
+        try:
+            cfg = RunConfig.from_json(Path(args.config).read_text())
+        except OSError as e:
+            raise UserError(f"cannot read config file {args.config}: {e.strerror}") from None
+    elif args.preset:
+        from vaeviz.presets import preset_config
+
+        try:
+            cfg = preset_config(args.preset)
+        except KeyError as e:
+            raise UserError(str(e.args[0]) if e.args else f"unknown preset '{args.preset}'") from None
+    else:
+        cfg = RunConfig()
+    return cfg.with_overrides(args.set or [])
+
+
+class Progress:
+    """A one-line progress display on stderr: step, speed and loss, redrawn at most 4 times a second."""
+
+    def __init__(self):
+        self.t0 = self.shown = None
+        self.step0 = 0
+
+    def __call__(self, step: int, total: int, metrics: dict) -> None:
+        now = time.monotonic()
+        if self.t0 is None:
+            self.t0, self.step0 = now, step
+        if self.shown is not None and now - self.shown < 0.25 and step < total:
+            return
+        self.shown = now
+        rate = (step - self.step0) / (now - self.t0) if now > self.t0 else 0.0
+        loss = metrics.get("loss")
+        tail = f"  loss {loss:.4g}" if loss is not None else ""
+        sys.stderr.write(f"\r step {step}/{total}  {rate:.0f} steps/s{tail}   ")
+        sys.stderr.flush()
+
+    def end(self) -> None:
+        if self.shown is not None:
+            sys.stderr.write("\n")
+
+
+def _run_here(store: RunStore, run_id: str) -> int:
+    """Train a run this process owns, in the foreground; print the result; return the exit code."""
+    progress = Progress()
+    try:
+        out = run_one(store, store.get(run_id), progress=progress)
+    except KeyboardInterrupt:
+        progress.end()
+        _err(f"interrupted; `vaeviz resume {run_id}` continues from the last checkpoint")
+        return 130
+    progress.end()
+    return _report(out)
+
+
+def _report(out: Outcome) -> int:
+    if out.resumed_from is not None:
+        _err(f"resumed from step {out.resumed_from}")
+    if out.status == "done":
+        final = out.result.final
+        for key in ("rate", "distortion"):
+            if key in final:
+                _out(f"{key}: {final[key]:.6g}")
+        _out(f"steps: {out.result.steps}")
+        _out(f"device: {out.result.device}")
+    _out(f"status: {out.status}")
+    if out.error:
+        _err(f"error: {out.error}")
+    if out.status == "done":
+        return 0
+    return 2 if isinstance(out.exc, user_errors()) else 1
+
+
+def cmd_train(args) -> int:
+    store = RunStore()
+    cfg = _load_config(args)
+    pid = None if args.background else os.getpid()
+    run_id = store.create_run(cfg, args.name, worker_pid=pid)
+    _out(f"run: {run_id}")
+    if args.background:
+        return _start_worker(store)
+    return _run_here(store, run_id)
+
+
+def _start_worker(store: RunStore) -> int:
+    pid = ensure_worker(store)
+    if pid:
+        _err(f"started worker {pid} (log: {store.home / 'worker.log'})")
+    else:
+        _err("queued; a running worker will pick it up")
+    return 0
+
+
+def cmd_resume(args) -> int:
+    store = RunStore()
+    store.mark_dead_interrupted()
+    run_id = store.get(args.run).id
+    store.requeue(run_id, resume=True, worker_pid=None if args.background else os.getpid())
+    _out(f"run: {run_id}")
+    if args.background:
+        return _start_worker(store)
+    return _run_here(store, run_id)
+
+
+def cmd_worker(args) -> int:
+    """SIGTERM stops the worker gracefully: its current run checkpoints and is left `interrupted`."""
+    stopping = threading.Event()
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stopping.set()) if main_thread else None
+    def log(line: str) -> None:
+        _out(f"[{datetime.now():%H:%M:%S}] worker {os.getpid()}: {line}")
+
+    try:
+        n = work(RunStore(), max_jobs=args.max_jobs, exit_when_idle=args.exit_when_idle, poll=args.poll,
+                 stop=stopping.is_set, log=log)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    _out(f"worker {os.getpid()}: finished {n} run(s)")
+    return 0
+
+
+# -- inspecting runs ---------------------------------------------------------------------------
+
+
+def _table(rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        _out("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def cmd_runs(args) -> int:
+    runs = RunStore().list_runs(args.status)
+    if args.json:
+        _out(json.dumps([r.to_dict() for r in runs], indent=2))
+        return 0
+    if not runs:
+        _out("no runs" + (f" with status {args.status}" if args.status else ""))
+        return 0
+    rows = [["id", "name", "status", "objective", "dataset", "step/steps"]]
+    rows += [[r.id, r.name, r.status, r.objective, r.dataset, f"{r.step}/{r.total_steps}"] for r in runs]
+    _table(rows)
+    return 0
+
+
+def _when(t: float | None) -> str:
+    return datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S") if t else "-"
+
+
+def cmd_show(args) -> int:
+    store = RunStore()
+    r = store.get(args.run)
+    _out(f"run:       {r.id}  ({r.name})")
+    _out(f"status:    {r.status}")
+    _out(f"objective: {r.objective}   dataset: {r.dataset}   device: {r.device or '-'}")
+    _out(f"step:      {r.step}/{r.total_steps}")
+    _out(f"created:   {_when(r.created)}   started: {_when(r.started)}   finished: {_when(r.finished)}")
+    if r.error:
+        _out(f"error:     {r.error}")
+    df = store.metrics(r.id)
+    for split in ("train", "eval"):
+        part = df[df.split == split]
+        if len(part):
+            last = part[part.step == part.step.max()]
+            _out(f"last {split} metrics (step {int(last.step.iloc[0])}):")
+            for name, value in zip(last.name, last.value, strict=True):
+                _out(f"  {name}: {value:.6g}")
+    _out("config:")
+    _out(r.config.to_json())
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    store = RunStore()
+    r = store.get(args.run)
+    status = store.request_cancel(r.id)
+    if status == "cancelled":
+        _out(f"run {r.id} cancelled")
+    elif status == "running":
+        _out(f"run {r.id}: cancel requested; its worker stops at the next flush")
+    else:
+        raise UserError(f"run {r.id} is already {status}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    store = RunStore()
+    r = store.get(args.run)
+    df = store.metrics(r.id)
+    if args.format == "parquet":
+        out = Path(args.out or f"{r.id}-metrics.parquet")
+        df.to_parquet(out, index=False)
+        _err(f"wrote {len(df)} rows to {out}")
+        return 0
+    if args.format == "csv":
+        text = df.to_csv(index=False)
+    else:
+        text = df.to_json(orient="records", indent=1) + "\n"
+    if args.out:
+        Path(args.out).write_text(text)
+        _err(f"wrote {len(df)} rows to {args.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from vaeviz.analysis.evaluate import evaluate_run
+
+    store = RunStore()
+    result = evaluate_run(store, store.get(args.run).id, args.step)
+    if args.json:
+        _out(json.dumps(result))
+    else:
+        for key, value in result.items():
+            _out(f"{key}: {value}")
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    from vaeviz.data import describe_datasets
+
+    _table([["name", "description"], *[[n, d] for n, d in describe_datasets()]])
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from vaeviz.presets import PRESETS
+
+    rows = [["name", "description"]]
+    for name, p in PRESETS.items():
+        rows.append([name, p.description])
+    _table(rows)
+    return 0
+
+
+# -- argument parsing --------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vaeviz", description="Train VAE-family models and inspect their runs.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name, func, help):
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    p = command("train", cmd_train, "train a run (in this process, or queued with --background)")
+    p.add_argument("--config", metavar="FILE", help="a JSON config file")
+    p.add_argument("--preset", metavar="NAME", help="start from a preset (see `vaeviz presets`)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    p.add_argument("--background", action="store_true", help="queue it and return; a worker trains it")
+    p.add_argument("--name", help="a name for the run")
+    p = command("worker", cmd_worker, "claim and train queued runs")
+    p.add_argument("--max-jobs", type=int, metavar="N", help="stop after N runs")
+    p.add_argument("--exit-when-idle", action="store_true", help="stop when the queue is empty")
+    p.add_argument("--poll", type=float, default=1.0, metavar="S", help="seconds between queue checks")
+    p = command("runs", cmd_runs, "list runs, newest first")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.add_argument("--status", choices=STATUSES, help="only runs with this status")
+    for name, func, help in [("show", cmd_show, "a run's status, last metrics and config"),
+                             ("cancel", cmd_cancel, "cancel a queued or running run")]:
+        command(name, func, help).add_argument("run", metavar="RUN", help="run id, id prefix or name")
+    p = command("resume", cmd_resume, "continue an interrupted, failed or cancelled run from its last checkpoint")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--background", action="store_true", help="queue it and return; a worker trains it")
+    p = command("export", cmd_export, "write a run's metrics (columns step, split, name, value)")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--format", choices=["csv", "parquet", "json"], default="csv")
+    p.add_argument("--out", metavar="FILE", help="output file (default: stdout for csv/json)")
+    p = command("eval", cmd_eval, "evaluate a run at a step (IWAE, holes, marginal KL, ...)")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--step", type=int, help="checkpoint step (default: the last)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    command("datasets", cmd_datasets, "list the built-in datasets")
+    command("presets", cmd_presets, "list the config presets")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except BrokenPipeError:
+        return 0
+    except (UserError, ConfigError, OSError, *user_errors()) as e:
+        _err(f"error: {e}")
+        return 2
+    except KeyboardInterrupt:
+        _err("\ninterrupted")
+        return 130

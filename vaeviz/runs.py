@@ -1,0 +1,455 @@
+"""RunStore: every run, its metrics and the job queue in one SQLite file, plus an artifact folder per run.
+
+Layout under the home folder (`$VAEVIZ_HOME`, default `~/.vaeviz`):
+
+    vaeviz.db                       runs, metrics and workers tables (WAL mode, busy timeout)
+    runs/<id>/config.json           the run's config
+    runs/<id>/checkpoint.pt         written by the trainer (resume state)
+    runs/<id>/snapshots/step_*.npz  probe-set posteriors over training
+    runs/<id>/error.txt             traceback of a failed run
+
+Each thread (and each forked process) keeps its own connection, so one store can be shared
+by Streamlit's threads; a connection stays open because closing the last one checkpoints the
+WAL with an fsync. Every write is one small `BEGIN IMMEDIATE` transaction, so a killed process
+loses at most the rows it had not yet handed over. The queue is the `runs` table itself:
+`claim_next` moves the oldest queued run to `running` atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from vaeviz.config import RunConfig
+
+STATUSES = ("queued", "running", "done", "failed", "diverged", "cancelled", "interrupted")
+FINISHED = ("done", "failed", "diverged", "cancelled", "interrupted")
+RESUMABLE = ("interrupted", "failed", "cancelled")
+HEARTBEAT_TIMEOUT = 900.0  # seconds without a heartbeat before a run on another host counts as dead
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    config TEXT NOT NULL,
+    objective TEXT NOT NULL,
+    dataset TEXT NOT NULL,
+    device TEXT,
+    created REAL NOT NULL,
+    queued REAL,
+    started REAL,
+    finished REAL,
+    error TEXT,
+    worker_pid INTEGER,
+    worker_host TEXT,
+    heartbeat REAL,
+    step INTEGER NOT NULL DEFAULT 0,
+    total_steps INTEGER,
+    resume INTEGER NOT NULL DEFAULT 0,
+    cancel INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, queued);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    split TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value REAL,
+    PRIMARY KEY (run_id, step, split, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS workers (
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    started REAL NOT NULL,
+    heartbeat REAL NOT NULL,
+    PRIMARY KEY (host, pid)
+);
+"""
+
+RECORD_FIELDS = ("id", "name", "status", "config", "device", "created", "started", "finished", "error",
+                 "worker_pid", "heartbeat", "step", "total_steps", "resume")
+RECORD_COLUMNS = ", ".join(RECORD_FIELDS)
+HOST = socket.gethostname()
+_inherited: list[sqlite3.Connection] = []  # connections of a parent process: never used, never closed
+
+
+class RunNotFound(KeyError):
+    """No run (or no snapshot) matches; the message says what was looked for."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "run not found"
+
+
+class RunStateError(ValueError):
+    """The run's status does not allow the operation (e.g. resuming a run that is done)."""
+
+
+@dataclass
+class RunRecord:
+    """One row of the runs table, with its config parsed."""
+
+    id: str
+    name: str
+    status: str
+    config: RunConfig
+    device: str | None
+    created: float
+    started: float | None
+    finished: float | None
+    error: str | None
+    worker_pid: int | None
+    heartbeat: float | None
+    step: int
+    total_steps: int | None
+    resume: bool
+
+    @property
+    def objective(self) -> str:
+        return self.config.objective.name
+
+    @property
+    def dataset(self) -> str:
+        return self.config.data.name
+
+    def to_dict(self) -> dict:
+        """JSON-safe: the fields, objective and dataset, and the config as a nested dict."""
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "config"}
+        out.update(objective=self.objective, dataset=self.dataset, config=self.config.to_dict())
+        return out
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether a process with this pid exists on this machine and is not a zombie."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): trust os.kill
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+class MetricSink:
+    """What the trainer writes through: metric rows, snapshots, progress (the heartbeat), truncation."""
+
+    def __init__(self, store: RunStore, run_id: str):
+        self.store, self.run_id = store, run_id
+        self.resumed_from: int | None = None
+
+    def write(self, rows) -> None:
+        self.store.add_metrics(self.run_id, rows)
+
+    def snapshot(self, step: int, arrays: dict[str, np.ndarray]) -> None:
+        self.store.save_snapshot(self.run_id, step, arrays)
+
+    def progress(self, step: int, total: int) -> None:
+        self.store.heartbeat(self.run_id, step, total)
+
+    def truncate(self, after_step: int) -> None:
+        """On resume: forget metrics and snapshots written after the checkpoint's step."""
+        self.resumed_from = after_step
+        self.store.truncate_metrics(self.run_id, after_step)
+        self.store.drop_snapshots(self.run_id, after_step)
+
+
+class RunStore:
+    """Runs, metrics, artifacts and the job queue under one home folder."""
+
+    def __init__(self, home: str | Path | None = None):
+        home = home or os.environ.get("VAEVIZ_HOME") or "~/.vaeviz"
+        self.home = Path(home).expanduser().resolve()
+        (self.home / "runs").mkdir(parents=True, exist_ok=True)
+        self.db_path = self.home / "vaeviz.db"
+        self._local = threading.local()
+        con = self._conn()
+        con.execute("PRAGMA journal_mode=WAL")
+        if con.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            con.executescript(SCHEMA)
+            con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def __repr__(self) -> str:
+        return f"RunStore({str(self.home)!r})"
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        """This thread's connection (autocommit mode; transactions are explicit)."""
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            if getattr(local, "con", None) is not None:
+                _inherited.append(local.con)
+            local.con = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            local.con.execute("PRAGMA synchronous=NORMAL")
+            local.pid = os.getpid()
+        return local.con
+
+    @contextmanager
+    def _tx(self):
+        """One write transaction, taking the write lock up front so read-then-write is atomic."""
+        con = self._conn()
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            yield con
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+
+    def _query(self, sql: str, args=()) -> list[tuple]:
+        return self._conn().execute(sql, args).fetchall()
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def create_run(self, cfg: RunConfig, name: str | None = None, *, worker_pid: int | None = None) -> str:
+        """Add a run as `queued` (or, with `worker_pid`, as `running` owned by that process); returns its id."""
+        now = time.time()
+        obj, data = cfg.objective.name, cfg.data.name
+        with self._tx() as con:
+            run_id = secrets.token_hex(4)
+            while con.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone():
+                run_id = secrets.token_hex(4)
+            if not (name or cfg.name):
+                sql = "SELECT COUNT(*) FROM runs WHERE objective = ? AND dataset = ?"
+                (n,) = con.execute(sql, (obj, data)).fetchone()
+                name = f"{obj}-{data}-{n + 1}"
+            folder = self.artifact_dir(run_id)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "config.json").write_text(cfg.to_json())
+            status = "queued" if worker_pid is None else "running"
+            con.execute(
+                "INSERT INTO runs (id, name, status, config, objective, dataset, created, queued, started,"
+                " worker_pid, worker_host, heartbeat, total_steps) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (run_id, name or cfg.name, status, cfg.to_json(), obj, data, now, now,
+                 None if worker_pid is None else now, worker_pid, None if worker_pid is None else HOST,
+                 None if worker_pid is None else now, cfg.train.steps),
+            )
+        return run_id
+
+    def _record(self, row: tuple) -> RunRecord:
+        d = dict(zip(RECORD_FIELDS, row, strict=True))
+        d["config"], d["resume"] = RunConfig.from_json(d["config"]), bool(d["resume"])
+        return RunRecord(**d)
+
+    def get(self, run_id: str) -> RunRecord:
+        """The run with this id, or else the one run whose id starts with it or whose name equals it."""
+        run_id = str(run_id).strip()
+        rows = self._query(f"SELECT {RECORD_COLUMNS} FROM runs WHERE id = ?", (run_id,))
+        if not rows and run_id:
+            rows = self._query(
+                f"SELECT {RECORD_COLUMNS} FROM runs WHERE substr(id, 1, length(?1)) = ?1 OR name = ?1 "
+                "ORDER BY created DESC", (run_id,))
+        if not rows:
+            raise RunNotFound(f"no run '{run_id}' (see `vaeviz runs`)")
+        if len(rows) > 1:
+            raise RunNotFound(f"'{run_id}' is ambiguous: it matches runs {', '.join(r[0] for r in rows)}")
+        return self._record(rows[0])
+
+    def list_runs(self, status: str | None = None) -> list[RunRecord]:
+        """All runs (or those with one status), newest first."""
+        where, args = ("WHERE status = ?", (status,)) if status else ("", ())
+        rows = self._query(f"SELECT {RECORD_COLUMNS} FROM runs {where} ORDER BY created DESC, rowid DESC", args)
+        return [self._record(r) for r in rows]
+
+    def count(self, status: str) -> int:
+        return self._query("SELECT COUNT(*) FROM runs WHERE status = ?", (status,))[0][0]
+
+    def set_status(self, run_id: str, status: str, error: str | None = None, *,
+                   device: str | None = None, owner: int | None = None) -> bool:
+        """Set a run's status (and error, device). With `owner`, only while that pid still runs it."""
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r} (allowed: {', '.join(STATUSES)})")
+        finished = time.time() if status in FINISHED else None
+        guard, args = ("", ()) if owner is None else (" AND status = 'running' AND worker_pid = ?", (owner,))
+        sql = "UPDATE runs SET status = ?, error = ?, finished = ?, device = COALESCE(?, device) WHERE id = ?"
+        with self._tx() as con:
+            cur = con.execute(sql + guard, (status, error, finished, device, run_id, *args))
+        return cur.rowcount > 0
+
+    def heartbeat(self, run_id: str, step: int, total: int | None = None) -> None:
+        with self._tx() as con:
+            con.execute("UPDATE runs SET heartbeat = ?, step = ?, total_steps = COALESCE(?, total_steps) WHERE id = ?",
+                        (time.time(), int(step), total, run_id))
+
+    # -- queue ---------------------------------------------------------------------------------
+
+    def claim_next(self, worker_pid: int) -> RunRecord | None:
+        """Atomically move the oldest queued run to `running`, owned by `worker_pid`."""
+        now = time.time()
+        with self._tx() as con:
+            row = con.execute("SELECT id FROM runs WHERE status = 'queued' ORDER BY queued, rowid LIMIT 1").fetchone()
+            if row is None:
+                return None
+            con.execute(
+                "UPDATE runs SET status = 'running', worker_pid = ?, worker_host = ?, started = ?, heartbeat = ?,"
+                " finished = NULL, error = NULL WHERE id = ?", (worker_pid, HOST, now, now, row[0]))
+        return self.get(row[0])
+
+    def request_cancel(self, run_id: str) -> str:
+        """Queued/interrupted -> cancelled at once; running -> flag the worker sees. Returns the status."""
+        with self._tx() as con:
+            row = con.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise RunNotFound(f"no run '{run_id}'")
+            if row[0] in ("queued", "interrupted"):
+                con.execute("UPDATE runs SET status = 'cancelled', finished = ? WHERE id = ?", (time.time(), run_id))
+                return "cancelled"
+            if row[0] == "running":
+                con.execute("UPDATE runs SET cancel = 1 WHERE id = ?", (run_id,))
+            return row[0]
+
+    def cancel_requested(self, run_id: str) -> bool:
+        """True when the run was cancelled, deleted, or taken from its worker (marked interrupted)."""
+        rows = self._query("SELECT cancel, status FROM runs WHERE id = ?", (run_id,))
+        return not rows or bool(rows[0][0]) or rows[0][1] != "running"
+
+    def requeue(self, run_id: str, resume: bool = True, *, worker_pid: int | None = None) -> None:
+        """Interrupted/failed/cancelled -> queued (or running, owned by `worker_pid`), resuming if asked."""
+        now = time.time()
+        status = "queued" if worker_pid is None else "running"
+        with self._tx() as con:
+            row = con.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise RunNotFound(f"no run '{run_id}'")
+            if row[0] not in RESUMABLE:
+                raise RunStateError(f"run {run_id} is {row[0]}; only {', '.join(RESUMABLE)} runs can be resumed")
+            con.execute(
+                "UPDATE runs SET status = ?, resume = ?, cancel = 0, error = NULL, finished = NULL, queued = ?,"
+                " started = ?, worker_pid = ?, worker_host = ?, heartbeat = ? WHERE id = ?",
+                (status, int(resume), now, None if worker_pid is None else now, worker_pid,
+                 None if worker_pid is None else HOST, None if worker_pid is None else now, run_id))
+
+    def mark_dead_interrupted(self, timeout: float = HEARTBEAT_TIMEOUT) -> list[str]:
+        """Running runs whose worker is gone (pid on this host) or silent for `timeout` s -> interrupted."""
+        now = time.time()
+        with self._tx() as con:
+            rows = con.execute("SELECT id, worker_pid, worker_host, heartbeat FROM runs WHERE status = 'running'")
+            dead = [(rid, pid) for rid, pid, host, beat in rows.fetchall()
+                    if (host == HOST and not pid_alive(pid)) or now - (beat or 0) > timeout]
+            for rid, pid in dead:
+                con.execute("UPDATE runs SET status = 'interrupted', finished = ?, error = ? WHERE id = ?",
+                            (now, f"worker {pid} stopped; `vaeviz resume {rid}` continues from the last checkpoint",
+                             rid))
+        return [rid for rid, _ in dead]
+
+    def delete(self, run_id: str, force: bool = False) -> None:
+        """Remove the run's row, metrics and artifact folder (a running run only with `force`)."""
+        with self._tx() as con:
+            row = con.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise RunNotFound(f"no run '{run_id}'")
+            if row[0] == "running" and not force:
+                raise RunStateError(f"run {run_id} is running; cancel it first")
+            con.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+            con.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
+        shutil.rmtree(self.artifact_dir(run_id), ignore_errors=True)
+
+    # -- workers -------------------------------------------------------------------------------
+
+    def register_worker(self, pid: int) -> None:
+        """Record (or refresh the heartbeat of) a worker process on this host."""
+        now = time.time()
+        with self._tx() as con:
+            con.execute("INSERT INTO workers VALUES (?, ?, ?, ?) ON CONFLICT (host, pid) DO UPDATE SET heartbeat = ?",
+                        (pid, HOST, now, now, now))
+
+    def unregister_worker(self, pid: int) -> None:
+        with self._tx() as con:
+            con.execute("DELETE FROM workers WHERE pid = ? AND host = ?", (pid, HOST))
+
+    def live_workers(self, timeout: float = HEARTBEAT_TIMEOUT) -> list[int]:
+        """Pids of registered workers still alive; rows of dead local workers are removed."""
+        rows = self._query("SELECT pid, host, heartbeat FROM workers")
+        dead = [pid for pid, host, _ in rows if host == HOST and not pid_alive(pid)]
+        if dead:
+            with self._tx() as con:
+                con.executemany("DELETE FROM workers WHERE pid = ? AND host = ?", [(p, HOST) for p in dead])
+        now = time.time()
+        return [pid for pid, host, beat in rows if pid not in dead and (host == HOST or now - beat < timeout)]
+
+    # -- metrics -------------------------------------------------------------------------------
+
+    def add_metrics(self, run_id: str, rows) -> None:
+        """Store (step, split, name, value) rows in one transaction; a repeated key replaces the value."""
+        data = [(run_id, int(s), str(sp), str(n), float(v)) for s, sp, n, v in rows]
+        if data:
+            with self._tx() as con:
+                con.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?)", data)
+
+    def metrics(self, run_id: str, split: str | None = None, names=None, since_step: int | None = None) -> pd.DataFrame:
+        """Columns step, split, name, value sorted by step; `since_step` keeps rows with step > since_step."""
+        sql, args = "SELECT step, split, name, value FROM metrics WHERE run_id = ?", [run_id]
+        if split is not None:
+            sql, args = sql + " AND split = ?", args + [split]
+        if names is not None:
+            names = [names] if isinstance(names, str) else list(names)
+            sql, args = sql + f" AND name IN ({','.join('?' * len(names))})", args + names
+        if since_step is not None:
+            sql, args = sql + " AND step > ?", args + [int(since_step)]
+        rows = self._query(sql + " ORDER BY step, split, name", args)
+        df = pd.DataFrame(rows, columns=["step", "split", "name", "value"])
+        return df.astype({"step": "int64", "split": "str", "name": "str", "value": "float64"})
+
+    def last_step(self, run_id: str) -> int | None:
+        return self._query("SELECT MAX(step) FROM metrics WHERE run_id = ?", (run_id,))[0][0]
+
+    def truncate_metrics(self, run_id: str, after_step: int) -> None:
+        """Delete the run's metric rows with step > after_step."""
+        with self._tx() as con:
+            con.execute("DELETE FROM metrics WHERE run_id = ? AND step > ?", (run_id, int(after_step)))
+
+    def sink(self, run_id: str) -> MetricSink:
+        return MetricSink(self, run_id)
+
+    # -- artifacts -----------------------------------------------------------------------------
+
+    def artifact_dir(self, run_id: str) -> Path:
+        return self.home / "runs" / run_id
+
+    def _snapshot_path(self, run_id: str, step: int) -> Path:
+        return self.artifact_dir(run_id) / "snapshots" / f"step_{int(step):08d}.npz"
+
+    def save_snapshot(self, run_id: str, step: int, arrays: dict[str, np.ndarray]) -> None:
+        """Write arrays to snapshots/step_{step:08d}.npz atomically (readers never see half a file)."""
+        path = self._snapshot_path(run_id, step)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+        os.replace(tmp, path)
+
+    def snapshot_steps(self, run_id: str) -> list[int]:
+        folder = self.artifact_dir(run_id) / "snapshots"
+        return sorted(int(p.stem.split("_")[1]) for p in folder.glob("step_*.npz"))
+
+    def load_snapshot(self, run_id: str, step: int) -> dict[str, np.ndarray]:
+        path = self._snapshot_path(run_id, step)
+        if not path.exists():
+            have = ", ".join(map(str, self.snapshot_steps(run_id))) or "none"
+            raise RunNotFound(f"run {run_id} has no snapshot at step {step} (steps: {have})")
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+
+    def drop_snapshots(self, run_id: str, after_step: int) -> None:
+        """Delete snapshots with step > after_step."""
+        for step in self.snapshot_steps(run_id):
+            if step > after_step:
+                self._snapshot_path(run_id, step).unlink(missing_ok=True)
