@@ -69,3 +69,25 @@ def test_incompatible_runs_are_refused():
     a, b = _cfgs(10, ["train.seed=0"], ["model.latent_dim=3"])
     with pytest.raises(ConfigError, match="model"):
         check_batchable([a, b])
+
+
+def test_worker_trains_a_queued_batch_as_one_and_stores_each_run():
+    from vaeviz.runs import RunStore
+    from vaeviz.worker import work
+
+    store = RunStore()
+    cfgs = _cfgs(30, ["train.seed=0"], ["objective.name=beta_vae", "objective.beta=3"], ["train.seed=2"])
+    ids = store.create_batch(cfgs)
+    solo_id = store.create_run(cfgs[0])  # a separate run, claimed on its own after the batch
+    claimed = []
+    assert work(store, exit_when_idle=True, log=claimed.append) == 4
+    assert sum("started" in line for line in claimed) == 4
+    for run_id, cfg in zip(ids, cfgs):
+        rec = store.get(run_id)
+        assert rec.status == "done" and rec.batch is not None and rec.step == 30
+        expect = MemorySink()
+        train(cfg, expect)
+        got = store.metrics(run_id, split="train", names=["loss"])
+        np.testing.assert_allclose(got["value"].to_numpy(), expect.series("loss")[1], rtol=1e-4)
+        assert store.snapshot_steps(run_id) == [0, 30]
+    assert store.get(solo_id).batch is None and store.get(solo_id).status == "done"

@@ -37,7 +37,7 @@ STATUSES = ("queued", "running", "done", "failed", "diverged", "cancelled", "int
 FINISHED = ("done", "failed", "diverged", "cancelled", "interrupted")
 RESUMABLE = ("interrupted", "failed", "cancelled")
 HEARTBEAT_TIMEOUT = 900.0  # seconds without a heartbeat before a run on another host counts as dead
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -59,7 +59,8 @@ CREATE TABLE IF NOT EXISTS runs (
     step INTEGER NOT NULL DEFAULT 0,
     total_steps INTEGER,
     resume INTEGER NOT NULL DEFAULT 0,
-    cancel INTEGER NOT NULL DEFAULT 0
+    cancel INTEGER NOT NULL DEFAULT 0,
+    batch TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, queued);
 CREATE TABLE IF NOT EXISTS metrics (
@@ -80,7 +81,7 @@ CREATE TABLE IF NOT EXISTS workers (
 """
 
 RECORD_FIELDS = ("id", "name", "status", "config", "device", "created", "started", "finished", "error",
-                 "worker_pid", "heartbeat", "step", "total_steps", "resume")
+                 "worker_pid", "heartbeat", "step", "total_steps", "resume", "batch")
 RECORD_COLUMNS = ", ".join(RECORD_FIELDS)
 HOST = socket.gethostname()
 _inherited: list[sqlite3.Connection] = []  # connections of a parent process: never used, never closed
@@ -115,6 +116,7 @@ class RunRecord:
     step: int
     total_steps: int | None
     resume: bool
+    batch: str | None = None  # runs queued together share it and train as one batched model
 
     @property
     def objective(self) -> str:
@@ -182,8 +184,11 @@ class RunStore:
         self._local = threading.local()
         con = self._conn()
         con.execute("PRAGMA journal_mode=WAL")
-        if con.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+        version = con.execute("PRAGMA user_version").fetchone()[0]
+        if version < SCHEMA_VERSION:
             con.executescript(SCHEMA)
+            if version == 1:  # version 1 had no batch column
+                con.execute("ALTER TABLE runs ADD COLUMN batch TEXT")
             con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def __repr__(self) -> str:
@@ -219,7 +224,8 @@ class RunStore:
 
     # -- runs ----------------------------------------------------------------------------------
 
-    def create_run(self, cfg: RunConfig, name: str | None = None, *, worker_pid: int | None = None) -> str:
+    def create_run(self, cfg: RunConfig, name: str | None = None, *, worker_pid: int | None = None,
+                   batch: str | None = None) -> str:
         """Add a run as `queued` (or, with `worker_pid`, as `running` owned by that process); returns its id."""
         now = time.time()
         obj, data = cfg.objective.name, cfg.data.name
@@ -237,10 +243,10 @@ class RunStore:
             status = "queued" if worker_pid is None else "running"
             con.execute(
                 "INSERT INTO runs (id, name, status, config, objective, dataset, created, queued, started,"
-                " worker_pid, worker_host, heartbeat, total_steps) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " worker_pid, worker_host, heartbeat, total_steps, batch) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (run_id, name or cfg.name, status, cfg.to_json(), obj, data, now, now,
                  None if worker_pid is None else now, worker_pid, None if worker_pid is None else HOST,
-                 None if worker_pid is None else now, cfg.train.steps),
+                 None if worker_pid is None else now, cfg.train.steps, batch),
             )
         return run_id
 
@@ -291,17 +297,32 @@ class RunStore:
 
     # -- queue ---------------------------------------------------------------------------------
 
+    def create_batch(self, cfgs: list[RunConfig], names: list[str | None] | None = None) -> list[str]:
+        """Queue runs that a worker claims together and trains as one batched model (fresh runs only)."""
+        batch = secrets.token_hex(4)
+        return [self.create_run(cfg, name, batch=batch) for cfg, name in zip(cfgs, names or [None] * len(cfgs))]
+
     def claim_next(self, worker_pid: int) -> RunRecord | None:
         """Atomically move the oldest queued run to `running`, owned by `worker_pid`."""
+        claimed = self.claim_group(worker_pid)
+        return claimed[0] if claimed else None
+
+    def claim_group(self, worker_pid: int) -> list[RunRecord]:
+        """Atomically claim the oldest queued run and, for a fresh batch member, the rest of its batch."""
         now = time.time()
         with self._tx() as con:
-            row = con.execute("SELECT id FROM runs WHERE status = 'queued' ORDER BY queued, rowid LIMIT 1").fetchone()
+            row = con.execute("SELECT id, batch, resume FROM runs WHERE status = 'queued' ORDER BY queued, rowid "
+                              "LIMIT 1").fetchone()
             if row is None:
-                return None
-            con.execute(
+                return []
+            ids = [row[0]]
+            if row[1] is not None and not row[2]:
+                ids = [r[0] for r in con.execute("SELECT id FROM runs WHERE status = 'queued' AND batch = ? AND "
+                                                 "resume = 0 ORDER BY rowid", (row[1],))]
+            con.executemany(
                 "UPDATE runs SET status = 'running', worker_pid = ?, worker_host = ?, started = ?, heartbeat = ?,"
-                " finished = NULL, error = NULL WHERE id = ?", (worker_pid, HOST, now, now, row[0]))
-        return self.get(row[0])
+                " finished = NULL, error = NULL WHERE id = ?", [(worker_pid, HOST, now, now, i) for i in ids])
+        return [self.get(i) for i in ids]
 
     def request_cancel(self, run_id: str) -> str:
         """Queued/interrupted -> cancelled at once; running -> flag the worker sees. Returns the status."""

@@ -89,6 +89,41 @@ def run_one(store: RunStore, rec: RunRecord, *, progress: Callable | None = None
     except Exception as exc:
         out = _classify(store, rec.id, exc, stop)
     out.resumed_from = sink.resumed_from
+    return _record(store, rec, out)
+
+
+def run_batch(store: RunStore, recs: list[RunRecord], *, stop: Callable[[], bool] = lambda: False) -> list[Outcome]:
+    """Train claimed runs of one batch as a single batched model; each run's ending is its own.
+    Runs that cannot share a batch (different shapes, RAE-gp/l2/sn) train one after another instead."""
+    from vaeviz.batched import BatchedTrainer, check_batchable
+    from vaeviz.config import ConfigError
+
+    try:
+        check_batchable([r.config for r in recs])
+        for rec in recs:
+            store.truncate_metrics(rec.id, -1)
+            store.drop_snapshots(rec.id, -1)
+        trainer = BatchedTrainer([r.config for r in recs], [store.sink(r.id) for r in recs],
+                                 [store.artifact_dir(r.id) for r in recs],
+                                 [lambda i=r.id: stop() or store.cancel_requested(i) for r in recs])
+    except ConfigError:
+        return [run_one(store, rec, stop=stop) for rec in recs]
+    except Exception as exc:
+        outs = [_failure(store, rec.id, exc) for rec in recs]
+        return [_record(store, rec, out) for rec, out in zip(recs, outs)]
+    device = str(trainer.loops[0].s.device)
+    for rec in recs:
+        store.set_status(rec.id, "running", device=device, owner=rec.worker_pid)
+    try:
+        results = trainer.run()
+    except Exception as exc:  # a failure of the shared model ends every run of the batch
+        results = [exc] * len(recs)
+    outs = [Outcome("done", result=r) if not isinstance(r, Exception) else _classify(store, rec.id, r, stop)
+            for rec, r in zip(recs, results)]
+    return [_record(store, rec, out) for rec, out in zip(recs, outs)]
+
+
+def _record(store: RunStore, rec: RunRecord, out: Outcome) -> Outcome:
     if out.result is not None:
         store.heartbeat(rec.id, out.result.steps)
     store.set_status(rec.id, out.status, out.error, device=getattr(out.result, "device", None), owner=rec.worker_pid)
@@ -106,17 +141,19 @@ def work(store: RunStore | None = None, *, max_jobs: int | None = None, exit_whe
         while (max_jobs is None or done < max_jobs) and not stop():
             for rid in store.mark_dead_interrupted():
                 log(f"run {rid} interrupted (its worker is gone)")
-            rec = store.claim_next(pid)
-            if rec is None:
+            recs = store.claim_group(pid)
+            if not recs:
                 if exit_when_idle and _quit_when_idle(store, pid):
                     break
                 store.register_worker(pid)
                 time.sleep(poll)
                 continue
-            log(f"run {rec.id} ({rec.name}) started" + (" (resume)" if rec.resume else ""))
-            out = run_one(store, rec, stop=stop)
-            log(f"run {rec.id} {out.status}" + (f": {out.error}" if out.error else ""))
-            done += 1
+            for rec in recs:
+                log(f"run {rec.id} ({rec.name}) started" + (" (resume)" if rec.resume else ""))
+            outs = run_batch(store, recs, stop=stop) if len(recs) > 1 else [run_one(store, recs[0], stop=stop)]
+            for rec, out in zip(recs, outs):
+                log(f"run {rec.id} {out.status}" + (f": {out.error}" if out.error else ""))
+            done += len(recs)
     finally:
         store.unregister_worker(pid)
     return done
