@@ -1,0 +1,108 @@
+"""σ-VAE: a Gaussian decoder whose variance is solved for or learned (Rybkin et al. 2021, "Simple and
+Effective VAE Training with Calibrated Decoders").
+
+Loss = E_q[−log p(x|z)] + KL(q(z|x) ‖ N(0, I)) with the Gaussian NLL of eq. 4,
+    −log p(x|z) = d/2 log 2π + Σ_k log σ_k + Σ_k (x_k − g_k(z))² / (2σ_k²).
+Variance modes (`variance`):
+- `global_closed_form`: one σ shared by all dimensions, set every step to its maximiser on the batch,
+  σ*² = 1/(B·d) Σ_i ‖x_i − g(z_i)‖² (eq. 6), detached;
+- `global_learned`: one parameter log σ, trained by gradient descent with the networks;
+- `per_dim`: a learned log σ_k per data dimension;
+- `network`: log σ_θ(z) from a decoder head (eq. 7–8), switched on after `warmup_steps` of the global
+  closed form. The head predicts log σ relative to the last warm-up log σ*, so σ(z) starts there.
+Floor: a learned log σ is passed through the soft floor log σ_min + softplus(s − log σ_min) (the
+`softclip` of the paper's code), which keeps the optimum above the floor; the closed form is floored
+hard, max(σ*, σ_min), which is the constrained maximiser of eq. 4 over σ ≥ σ_min.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vaeviz.config import knob
+from vaeviz.distributions import gaussian_nll
+from vaeviz.nets import NetSpec
+from vaeviz.objectives.base import Losses, Objective, Params, Pass
+
+VARIANCES = ["global_closed_form", "global_learned", "per_dim", "network"]
+
+
+@dataclass
+class SigmaVAEParams(Params):
+    variance: str = knob("global_closed_form", choices=VARIANCES, help="how the decoder σ is obtained")
+    warmup_steps: int = knob(1000, lo=0, help="steps of global closed-form σ before the σ_θ(z) head (network)")
+    sigma_min: float = knob(1e-3, lo=0.0, hi=1.0, lo_open=True, help="soft floor of the decoder σ")
+
+
+def softclip(log_sigma: torch.Tensor, log_min: float) -> torch.Tensor:
+    """Soft floor: log σ_min + softplus(s − log σ_min) > log σ_min, ≈ s far above the floor."""
+    return log_min + F.softplus(log_sigma - log_min)
+
+
+def closed_form_log_sigma(x: torch.Tensor, mean: torch.Tensor, sigma_min: float = 1e-6) -> torch.Tensor:
+    """log σ* with σ*² = mean squared error over batch and dimensions (eq. 6), floored, detached: a scalar."""
+    mse = (x - mean).detach().pow(2).mean()
+    return (0.5 * mse.log()).clamp_min(math.log(sigma_min))
+
+
+class SigmaVAE(Objective):
+    Params = SigmaVAEParams
+
+    def __init__(self, params: SigmaVAEParams, data_dim: int):
+        super().__init__(params, data_dim)
+        self.mode, self.log_min = params.variance, math.log(params.sigma_min)
+        if self.mode == "global_learned":
+            self.log_sigma = nn.Parameter(torch.zeros(()))  # raw s; σ = exp(softclip(s)), starts at σ ≈ 1
+        elif self.mode == "per_dim":
+            self.log_sigma = nn.Parameter(torch.zeros(data_dim))  # (D,)
+        self.register_buffer("log_sigma_ref", torch.zeros(()))  # network: last warm-up log σ*
+        self.register_buffer("sigma2_map", torch.ones(data_dim))  # (D,) last batch's σ², for snapshots
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))  # last optimiser step seen
+
+    def net_spec(self) -> NetSpec:
+        return NetSpec(variance_head=self.mode == "network")
+
+    def warm(self, step: int) -> bool:
+        """Whether `step` (1-based) still uses the global closed form in network mode."""
+        return self.mode == "network" and step <= self.params.warmup_steps
+
+    def decoder_log_sigma(self, p: Pass, warm: bool) -> torch.Tensor:
+        """log σ broadcastable to (B, D): a scalar, (D,) or (B, D)."""
+        if self.mode == "global_closed_form" or warm:
+            return closed_form_log_sigma(p.x, p.x_mean, self.params.sigma_min)
+        if self.mode == "network":
+            return softclip(p.out.log_sigma + self.log_sigma_ref, self.log_min)  # (B, D)
+        return softclip(self.log_sigma, self.log_min)
+
+    def nll(self, p: Pass) -> torch.Tensor:
+        warm = self.mode == "network" and self.warm(max(int(self.step), 1))
+        return gaussian_nll(p.x, p.x_mean, self.decoder_log_sigma(p, warm))
+
+    def forward(self, model, x, step):
+        p = self.run(model, x)
+        warm = self.warm(step)
+        log_sigma = self.decoder_log_sigma(p, warm)
+        distortion = gaussian_nll(p.x, p.x_mean, log_sigma).mean()
+        rate = p.q.kl().mean()
+        loss = distortion + rate
+        sigma2 = torch.exp(2.0 * log_sigma.detach()).expand_as(p.x)  # (B, D)
+        with torch.no_grad():
+            self.sigma2_map.copy_(sigma2.mean(0))
+            self.step.fill_(step)
+            if warm:
+                self.log_sigma_ref.copy_(log_sigma)
+        terms = {"loss": loss.detach(), "rate": rate.detach(), "distortion": distortion.detach(),
+                 "mse": p.mse().detach(), "sigma2": sigma2.mean()}
+        if self.mode in ("per_dim", "network"):
+            terms["sigma2_min"], terms["sigma2_max"] = sigma2.min(), sigma2.max()
+        return Losses(loss, terms)
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The per-dimension σ² of the last training batch (constant across dimensions in global modes)."""
+        return {"sigma2": self.sigma2_map.detach().cpu().numpy()}

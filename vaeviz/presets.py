@@ -1,0 +1,87 @@
+"""Named run presets, one per seed experiment: `vaeviz presets` lists them, `vaeviz train --preset NAME` uses them.
+
+A preset is a description and dotted config overrides on top of the defaults of `RunConfig`; `--set`
+overrides apply after it. MNIST presets read the real MNIST files from $VAEVIZ_DATA_DIR (with only the
+t10k files present, the 10,000 test images are split into train and eval); when absent, loading the
+data fails with a message naming the files and the folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vaeviz.config import ConfigError, RunConfig
+
+
+@dataclass(frozen=True)
+class Preset:
+    description: str
+    overrides: dict = field(default_factory=dict)
+
+
+DIGITS = {"data.name": "digits", "model.hidden": [256, 256]}
+MNIST = {"data.name": "mnist", "model.hidden": [512, 256]}
+
+PRESETS: dict[str, Preset] = {
+    "vae-digits": Preset(
+        "VAE (Kingma & Welling 2014), Bernoulli decoder, on 8×8 digits with a 2-D latent",
+        {**DIGITS, "model.latent_dim": 2, "objective.name": "vae"},
+    ),
+    "beta-vae-annealed-digits": Preset(
+        "β-VAE (Higgins et al. 2017) with β = 2 reached by a linear KL warm-up (Bowman et al. 2016) over 1000 steps",
+        {**DIGITS, "model.latent_dim": 8, "objective.name": "beta_vae", "objective.beta": 2.0,
+         "objective.schedule": "linear", "objective.warmup_steps": 1000},
+    ),
+    "sigma-vae-digits": Preset(
+        "σ-VAE (Rybkin et al. 2021): one decoder σ set to its closed form σ*² = batch MSE every step",
+        {**DIGITS, "model.latent_dim": 8, "objective.name": "sigma_vae", "objective.variance": "global_closed_form"},
+    ),
+    "sigma-vae-network-digits": Preset(
+        "σ-VAE with a per-pixel σ_θ(z) decoder head, after 500 steps of the global closed form",
+        {**DIGITS, "model.latent_dim": 8, "objective.name": "sigma_vae", "objective.variance": "network",
+         "objective.warmup_steps": 500, "objective.sigma_min": 0.01},
+    ),
+    "geco-digits": Preset(
+        "GECO (Rezende & Viola 2018): minimise the rate subject to a per-pixel RMSE of at most κ = 0.2",
+        {**DIGITS, "model.latent_dim": 8, "objective.name": "geco", "objective.kappa": 0.2, "objective.nu": 1.0},
+    ),
+    "geco-mnist": Preset(
+        "GECO on MNIST: per-pixel RMSE of at most κ = 0.15, latent 16",
+        {**MNIST, "model.latent_dim": 16, "objective.name": "geco", "objective.kappa": 0.15, "objective.nu": 0.2},
+    ),
+    "rae-l2-mnist": Preset(
+        "RAE-L2 (Ghosh et al. 2020): deterministic autoencoder, ½‖z‖² and decoder weight decay; sample ex post",
+        {**MNIST, "model.latent_dim": 16, "objective.name": "rae", "objective.variant": "l2",
+         "objective.beta": 1e-3, "objective.reg_weight": 1e-5},
+    ),
+    "rae-gp-digits": Preset(
+        "RAE-GP: penalise the decoder Jacobian ‖∇_z D(z)‖²_F at the codes",
+        {**DIGITS, "model.latent_dim": 8, "objective.name": "rae", "objective.variant": "gp",
+         "objective.beta": 1e-3, "objective.reg_weight": 1e-3},
+    ),
+    "rae-sn-digits": Preset(
+        "RAE-SN: spectral normalisation on every decoder layer",
+        {**DIGITS, "model.latent_dim": 8, "objective.name": "rae", "objective.variant": "sn", "objective.beta": 1e-3},
+    ),
+    "beta-tcvae-shapes": Preset(
+        "β-TCVAE (Chen et al. 2018), β = 6 on the total correlation, conv net on shapes with known factors",
+        {"data.name": "shapes", "model.arch": "conv", "model.hidden": [32, 64], "model.latent_dim": 6,
+         "objective.name": "beta_tcvae", "objective.beta": 6.0, "train.batch_size": 128},
+    ),
+    "micro-mnist-2d": Preset(
+        "7 MNIST images, 2-D latent: watch each posterior claim its own patch of latent space",
+        {**MNIST, "data.n": 7, "model.latent_dim": 2, "objective.name": "vae", "train.batch_size": 7},
+    ),
+    "mixture-2d": Preset(
+        "toy 2-D Gaussian mixture (8 modes on a ring), 2-D latent, Gaussian decoder with σ = 0.05",
+        {"data.name": "gaussian_mixture", "model.hidden": [64, 64], "model.latent_dim": 2, "objective.name": "vae",
+         "objective.decoder": "gaussian", "objective.sigma": 0.05},
+    ),
+}
+
+
+def preset_config(name: str) -> RunConfig:
+    """The RunConfig of preset `name`, named after it."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset '{name}' (known: {', '.join(PRESETS)})")
+    return RunConfig().with_overrides({**PRESETS[name].overrides, "name": name})

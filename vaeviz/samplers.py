@@ -1,0 +1,136 @@
+"""Ex-post density estimation on training latents, for sampling any model (Ghosh et al. 2020, sec. 4).
+
+A model's latent codes (μ for Gaussian encoders, E(x) for deterministic ones) are fitted with a density
+and new codes drawn from it are decoded: the RAE's way to sample, and often better than the prior for
+VAEs, whose aggregate posterior leaves holes in N(0, I).
+- `GaussianSampler` ("N" in the paper): one full-covariance Gaussian, maximum-likelihood mean and
+  covariance (plus `reg_covar` on the diagonal), sampled as μ + L ε with L the Cholesky factor.
+- `GMMSampler` ("GMM (k = 10)"): a full-covariance Gaussian mixture fitted by EM (scikit-learn), with
+  k = min(n_components, number of latents); sampled by drawing a component, then μ_c + L_c ε.
+scikit-learn style: `fit` returns self, learned attributes end in `_`. Saved as `.npz` (no pickle).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.mixture import GaussianMixture
+
+
+def _chol(cov: np.ndarray) -> np.ndarray:
+    """Cholesky factors of covariances (..., L, L), in float64."""
+    return np.linalg.cholesky(np.asarray(cov, dtype=np.float64))
+
+
+class Sampler:
+    """Shared save/load: a fitted sampler is its `kind` plus the arrays of `arrays()`, in an `.npz`."""
+
+    kind = ""
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def save(self, path: str | Path) -> None:
+        """Write the fitted sampler to `path` (.npz)."""
+        np.savez(Path(path), kind=np.array(self.kind), **self.arrays())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Sampler:
+        """Read a sampler written by `save` (no pickle); on a subclass, the kind must match."""
+        with np.load(Path(path), allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+        kind = str(arrays.pop("kind", ""))
+        if kind not in SAMPLERS or (cls is not Sampler and kind != cls.kind):
+            want = cls.kind or "sampler"
+            raise ValueError(f"{path}: not a saved {want} (kind {kind!r}; known: {', '.join(SAMPLERS)})")
+        return SAMPLERS[kind].from_arrays(arrays)
+
+
+class GaussianSampler(Sampler):
+    """A single full-covariance Gaussian fitted to latents."""
+
+    kind = "gaussian"
+
+    def __init__(self, reg_covar: float = 1e-6):
+        self.reg_covar = reg_covar
+
+    def fit(self, latents: np.ndarray) -> GaussianSampler:
+        z = np.asarray(latents, dtype=np.float64)  # (N, L)
+        self.mean_ = z.mean(0)  # (L,)
+        diff = z - self.mean_
+        self.covariance_ = diff.T @ diff / len(z) + self.reg_covar * np.eye(z.shape[1])  # (L, L)
+        return self
+
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        """n latents (n, L), float32."""
+        eps = np.random.default_rng(seed).standard_normal((n, len(self.mean_)))
+        return (self.mean_ + eps @ _chol(self.covariance_).T).astype(np.float32)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"mean_": self.mean_, "covariance_": self.covariance_, "reg_covar": np.array(self.reg_covar)}
+
+    @classmethod
+    def from_arrays(cls, a: dict[str, np.ndarray]) -> GaussianSampler:
+        s = cls(float(a["reg_covar"]))
+        s.mean_, s.covariance_ = a["mean_"], a["covariance_"]
+        return s
+
+
+class GMMSampler(Sampler):
+    """A full-covariance Gaussian mixture (k components) fitted to latents by EM."""
+
+    kind = "gmm"
+
+    def __init__(self, n_components: int = 10, reg_covar: float = 1e-6, seed: int = 0, max_iter: int = 200):
+        self.n_components, self.reg_covar, self.seed, self.max_iter = n_components, reg_covar, seed, max_iter
+
+    def fit(self, latents: np.ndarray) -> GMMSampler:
+        z = np.asarray(latents, dtype=np.float64)  # (N, L)
+        k = min(self.n_components, len(z))
+        gmm = GaussianMixture(k, covariance_type="full", reg_covar=self.reg_covar, max_iter=self.max_iter,
+                              random_state=self.seed).fit(z)
+        self.weights_, self.means_, self.covariances_ = gmm.weights_, gmm.means_, gmm.covariances_  # (k,) (k,L) (k,L,L)
+        self.n_components_ = k
+        return self
+
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        """n latents (n, L), float32: a component c ~ weights_, then μ_c + L_c ε."""
+        rng = np.random.default_rng(seed)
+        comp = rng.choice(len(self.weights_), size=n, p=self.weights_ / self.weights_.sum())  # (n,)
+        eps = rng.standard_normal((n, self.means_.shape[1]))  # (n, L)
+        chol = _chol(self.covariances_)[comp]  # (n, L, L)
+        return (self.means_[comp] + np.einsum("nij,nj->ni", chol, eps)).astype(np.float32)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        params = np.array([self.n_components, self.reg_covar, self.seed, self.max_iter], dtype=np.float64)
+        return {"weights_": self.weights_, "means_": self.means_, "covariances_": self.covariances_, "params": params}
+
+    @classmethod
+    def from_arrays(cls, a: dict[str, np.ndarray]) -> GMMSampler:
+        k, reg, seed, max_iter = a["params"].tolist()
+        s = cls(int(k), reg, int(seed), int(max_iter))
+        s.weights_, s.means_, s.covariances_ = a["weights_"], a["means_"], a["covariances_"]
+        s.n_components_ = len(s.weights_)
+        return s
+
+
+SAMPLERS = {"gaussian": GaussianSampler, "gmm": GMMSampler}
+
+load_sampler = Sampler.load
+
+@torch.no_grad()
+def encode_latents(model, x: np.ndarray | torch.Tensor, batch: int = 1000) -> np.ndarray:
+    """The codes to fit on: posterior means μ (or E(x)) of data x (N, *shape), as (N, L) float64."""
+    device = next(model.parameters()).device
+    x = torch.as_tensor(x, dtype=torch.float32)
+    return torch.cat([model.encode(c.to(device)).mu.cpu() for c in x.split(batch)]).double().numpy()
+
+
+@torch.no_grad()
+def decode_samples(model, sampler, n: int, seed: int = 0) -> np.ndarray:
+    """Decode n sampled latents to data in [0, 1], shape (n, *data_shape)."""
+    device = next(model.parameters()).device
+    z = torch.as_tensor(sampler.sample(n, seed), device=device)  # (n, L)
+    return model.decode_mean(z).reshape(n, *model.data_shape).cpu().numpy()
