@@ -16,7 +16,9 @@ def _cfgs(steps, *variants):
 
 
 VARIANTS = (["train.seed=0"], ["train.seed=1"], ["objective.name=beta_vae", "objective.beta=4"],
-            ["objective.name=beta_vae", "objective.schedule=linear", "objective.warmup_steps=50"])
+            ["objective.name=beta_vae", "objective.schedule=linear", "objective.warmup_steps=50"],
+            ["objective.name=sigma_vae", "objective.variance=global_learned"],
+            ["objective.name=geco", "objective.kappa=0.2"], ["objective.name=beta_tcvae"])
 
 
 def test_first_20_steps_match_solo_runs_within_1e_4():
@@ -28,7 +30,9 @@ def test_first_20_steps_match_solo_runs_within_1e_4():
     results = train_batched(cfgs, together)
     assert all(r.steps == 20 for r in results)
     for a, b in zip(solo, together):
-        for name in ("loss", "rate", "distortion"):
+        names = {n for _, split, n, _ in a.rows if split == "train"}
+        assert names >= {"loss", "rate", "distortion", "mse"}
+        for name in names:
             sa, va = a.series(name)
             sb, vb = b.series(name)
             assert sa.tolist() == sb.tolist() == list(range(1, 21))

@@ -96,6 +96,9 @@ class BatchedTrainer:
             gen = torch.Generator(device=setup.device).manual_seed(cfg.train.seed)
             wd = Path(wd) if wd is not None else None
             self.loops.append(_Loop(cfg, setup, make_optimizer(setup, cfg.train.lr), gen, sink, wd, stop, None))
+        specs = {lp.s.objective.net_spec() for lp in self.loops}
+        if len(specs) > 1:
+            raise ConfigError("runs in one batch must need the same network (e.g. no RAE beside a VAE)")
         self.kind = self._posterior_kind()
         self.enc = Stacked([lp.s.model.encoder for lp in self.loops], _posterior_tensors)
         self.dec = Stacked([lp.s.model.decoder for lp in self.loops], _decoder_tensors)

@@ -65,8 +65,8 @@ PRESETS: dict[str, Preset] = {
     ),
     "beta-tcvae-shapes": Preset(
         "β-TCVAE (Chen et al. 2018), β = 6 on the total correlation, conv net on shapes with known factors",
-        {"data.name": "shapes", "model.arch": "conv", "model.hidden": [32, 64], "model.latent_dim": 6,
-         "objective.name": "beta_tcvae", "objective.beta": 6.0, "train.batch_size": 128},
+        {"data.name": "shapes", "model.arch": "conv", "model.hidden": [32, 32], "model.latent_dim": 6,
+         "objective.name": "beta_tcvae", "objective.beta": 6.0, "train.batch_size": 64},
     ),
     "micro-mnist-2d": Preset(
         "7 MNIST images, 2-D latent: watch each posterior claim its own patch of latent space",

@@ -72,8 +72,7 @@ class BetaTCVAE(VAE):
         if self.params.dataset_size is None:
             self.n_data = n
 
-    def forward(self, model, x, step):
-        p = self.run(model, x)
+    def loss(self, p, step, model=None):
         batch = p.z.shape[0]
         log_w = log_importance_weights(batch, self.n_data or batch, self.params.estimator, p.z.device)
         mi, tc, dim_kl = (t.mean() for t in kl_decomposition(p.z, p.q, log_w))

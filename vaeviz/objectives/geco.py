@@ -52,8 +52,7 @@ class GECO(Objective):
     def nll(self, p: Pass) -> torch.Tensor:
         return gaussian_nll(p.x, p.x_mean, closed_form_log_sigma(p.x, p.x_mean))
 
-    def forward(self, model, x, step):
-        p = self.run(model, x)
+    def loss(self, p, step, model=None):
         rate = p.q.kl().mean()
         c_batch = self.constraint(p).mean()
         with torch.no_grad():
@@ -65,7 +64,7 @@ class GECO(Objective):
         loss = rate + lam * c_hat
         terms = {"loss": loss.detach(), "rate": rate.detach(), "distortion": self.nll(p).mean().detach(),
                  "mse": p.mse().detach(), "lambda": lam, "c_batch": c_batch.detach(), "c_ma": c_ma,
-                 "kappa2": torch.tensor(self.params.kappa**2, device=x.device)}
+                 "kappa2": torch.tensor(self.params.kappa**2, device=p.x.device)}
         return Losses(loss, terms)
 
     @torch.no_grad()

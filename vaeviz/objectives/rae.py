@@ -52,6 +52,11 @@ class RAE(Objective):
     def net_spec(self) -> NetSpec:
         return NetSpec(stochastic=False, spectral_norm=self.params.variant == "sn")
 
+    @property
+    def needs_model(self) -> bool:
+        """The l2 and gp regularisers read the decoder itself."""
+        return self.params.variant in ("l2", "gp")
+
     def nll(self, p: Pass) -> torch.Tensor:
         return (p.x - p.x_mean).pow(2).sum(1)
 
@@ -63,8 +68,7 @@ class RAE(Objective):
             return jacobian_sq_norm(model.decode_mean, z.detach()).mean()
         return z.new_zeros(())
 
-    def forward(self, model, x, step):
-        p = self.run(model, x)
+    def loss(self, p, step, model=None):
         distortion = self.nll(p).mean()
         z_norm = 0.5 * p.z.pow(2).sum(1).mean()  # L_z^RAE = ½‖z‖²
         reg = self.regulariser(model, p.z)

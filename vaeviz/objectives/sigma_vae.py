@@ -84,8 +84,7 @@ class SigmaVAE(Objective):
         warm = self.mode == "network" and self.warm(max(int(self.step), 1))
         return gaussian_nll(p.x, p.x_mean, self.decoder_log_sigma(p, warm))
 
-    def forward(self, model, x, step):
-        p = self.run(model, x)
+    def loss(self, p, step, model=None):
         warm = self.warm(step)
         log_sigma = self.decoder_log_sigma(p, warm)
         distortion = gaussian_nll(p.x, p.x_mean, log_sigma).mean()
