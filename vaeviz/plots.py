@@ -1,0 +1,408 @@
+"""Plotly figure builders for every view: pure functions from arrays and metric frames to go.Figure.
+
+Metric frames are long tables with columns step, split, name, value (`RunStore.metrics`). Nothing
+here trains, reads the store, or imports streamlit. Conventions: the information plane has rate R on
+x and distortion D on y (Alemi et al. 2018, fig. 1), with iso-ELBO guides D + R = const; images are
+arrays (..., D) reshaped to (C, H, W) and tiled into one heat map (grey) or RGB image.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import hex_to_rgb, qualitative, unlabel_rgb
+from plotly.subplots import make_subplots
+
+CLASS_COLOURS = qualitative.Plotly + qualitative.D3
+RUN_COLOURS = qualitative.Dark24
+GUIDE = dict(color="rgba(120,120,120,0.6)", dash="dot", width=1)
+
+
+def wide(df: pd.DataFrame, split: str = "train") -> pd.DataFrame:
+    """One row per step, one column per metric name, of the rows of `split`."""
+    rows = df[df["split"] == split]
+    return rows.pivot_table(index="step", columns="name", values="value", aggfunc="last").sort_index()
+
+
+def _base(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
+    fig.update_layout(title=title, template="plotly_white", margin=dict(l=60, r=20, t=60, b=50))
+    fig.update_xaxes(title_text=x)
+    fig.update_yaxes(title_text=y)
+    return fig
+
+
+def metric_lines(df: pd.DataFrame, names, split: str = "train", log_y: bool = False, title: str = "") -> go.Figure:
+    """Each named metric against step (the Train page's live curves)."""
+    w, fig = wide(df, split), go.Figure()
+    for name in names:
+        if name in w:
+            col = w[name].dropna()
+            fig.add_trace(go.Scatter(x=col.index, y=col.values, mode="lines", name=name))
+    if log_y:
+        fig.update_yaxes(type="log")
+    return _base(fig, title, "step", "value")
+
+
+# ----------------------------------------------------------------------------- information plane
+
+
+def _rd(df: pd.DataFrame, split: str) -> pd.DataFrame:
+    """(step, rate, distortion) rows of `split`, falling back to train when the split has none."""
+    w = wide(df, split)
+    if not {"rate", "distortion"} <= set(w.columns):
+        w = wide(df, "train")
+    return w[["rate", "distortion"]].dropna() if {"rate", "distortion"} <= set(w.columns) else w.iloc[:0]
+
+
+def _iso_elbo(fig: go.Figure, xr: tuple[float, float], yr: tuple[float, float], n: int) -> None:
+    """Dotted lines D + R = c across the visible box, one legend entry for all."""
+    lo, hi = xr[0] + yr[0], xr[1] + yr[1]
+    for i, c in enumerate(np.linspace(lo, hi, n + 2)[1:-1]):
+        fig.add_trace(go.Scatter(x=[xr[0], xr[1]], y=[c - xr[0], c - xr[1]], mode="lines+text", line=GUIDE,
+                                 text=[f"{c:.3g}", ""], textposition="top right",
+                                 textfont=dict(size=9, color="gray"), name="iso-ELBO D + R = const",
+                                 legendgroup="iso", showlegend=i == 0, hovertemplate=f"D + R = {c:.4g}<extra></extra>"))
+
+
+def information_plane(runs: dict[str, pd.DataFrame], split: str = "eval", guides: int = 6,
+                      frontier: bool = True, title: str = "Information plane") -> go.Figure:
+    """Distortion vs rate: one trajectory per run (markers coloured by step), iso-ELBO guides, frontier."""
+    fig, finals, points = go.Figure(), [], []
+    for i, (label, df) in enumerate(runs.items()):
+        rd = _rd(df, split)
+        if rd.empty:
+            continue
+        fig.add_trace(go.Scatter(
+            x=rd["rate"], y=rd["distortion"], mode="lines+markers", name=label, customdata=rd.index,
+            line=dict(color=RUN_COLOURS[i % len(RUN_COLOURS)], width=1.5),
+            marker=dict(color=rd.index, coloraxis="coloraxis", size=7),
+            hovertemplate="R %{x:.3g}, D %{y:.4g}, step %{customdata}<extra>" + label + "</extra>"))
+        finals.append((rd["rate"].iloc[-1], rd["distortion"].iloc[-1]))
+        points.append(rd.to_numpy())
+    if points:
+        pts = np.concatenate(points)
+        xr, yr = _padded(np.append(pts[:, 0], 0.0)), _padded(pts[:, 1])
+        _iso_elbo(fig, xr, yr, guides)
+        fig.update_xaxes(range=list(xr))
+        fig.update_yaxes(range=list(yr))
+    if frontier and len(finals) >= 2:
+        fr = np.array(sorted(finals))
+        fig.add_trace(go.Scatter(x=fr[:, 0], y=fr[:, 1], mode="lines", name="frontier (final points)",
+                                 line=dict(color="black", width=2, dash="dash")))
+    fig.update_layout(coloraxis=dict(colorscale="Viridis", colorbar=dict(title="step", x=1.02)),
+                      legend=dict(orientation="h", y=-0.2))
+    return _base(fig, title, "rate R (nats)", "distortion D (nats)")
+
+
+def _padded(values: np.ndarray, frac: float = 0.08) -> tuple[float, float]:
+    lo, hi = float(np.min(values)), float(np.max(values))
+    pad = frac * (hi - lo) if hi > lo else max(1.0, abs(hi) * 0.1)
+    return lo - pad, hi + pad
+
+
+# ----------------------------------------------------------------------------- tiling and holes
+
+
+def _joined(shapes) -> tuple[np.ndarray, np.ndarray]:
+    """Polylines (P, T, 2) joined into one x, y pair separated by NaN (one trace for many shapes)."""
+    shapes = np.asarray(shapes, dtype=float)
+    gap = np.full((shapes.shape[0], 1, 2), np.nan)
+    flat = np.concatenate([shapes, gap], 1).reshape(-1, 2)
+    return flat[:, 0], flat[:, 1]
+
+
+def _circles(radii=(1, 2, 3), n: int = 120) -> np.ndarray:
+    t = np.linspace(0, 2 * np.pi, n + 1)
+    return np.stack([np.stack([r * np.cos(t), r * np.sin(t)], 1) for r in radii])  # (R, T, 2)
+
+
+def _rgba(colour: str, alpha: float) -> str:
+    """'#rrggbb' or 'rgb(r,g,b)' with an alpha channel."""
+    r, g, b = hex_to_rgb(colour) if colour.startswith("#") else unlabel_rgb(colour)
+    return f"rgba({int(r)},{int(g)},{int(b)},{alpha})"
+
+
+def _class_groups(n: int, labels, class_names):
+    """(name, colour, indices) per class; a single group when there are no labels."""
+    if labels is None:
+        return [("posteriors", CLASS_COLOURS[0], np.arange(n))]
+    labels = np.asarray(labels)
+    out = []
+    for k in np.unique(labels):
+        name = class_names[int(k)] if class_names is not None and 0 <= int(k) < len(class_names) else f"class {k}"
+        out.append((str(name), CLASS_COLOURS[int(k) % len(CLASS_COLOURS)], np.flatnonzero(labels == k)))
+    return out
+
+
+def tiling(outlines=None, labels=None, class_names=None, samples=None, axis_titles=("z₁", "z₂"),
+           title: str = "Posterior tiling") -> go.Figure:
+    """1σ ellipses (P, T, 2) filled per class, or posterior samples (P, n, 2), over the prior's 1σ circle."""
+    data = outlines if outlines is not None else samples
+    fig = go.Figure()
+    for name, colour, idx in _class_groups(len(data), labels, class_names):
+        if outlines is not None:
+            x, y = _joined(np.asarray(outlines)[idx])
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines", fill="toself", name=name, fillcolor=_rgba(colour, 0.12),
+                                     line=dict(color=_rgba(colour, 0.8), width=1), hoverinfo="name"))
+        else:
+            pts = np.asarray(samples)[idx].reshape(-1, 2)
+            fig.add_trace(go.Scatter(x=pts[:, 0], y=pts[:, 1], mode="markers", name=name,
+                                     marker=dict(color=colour, size=3, opacity=0.5)))
+    x, y = _joined(_circles((1,)))
+    fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name="prior 1σ", line=dict(color="black", dash="dash")))
+    fig.update_yaxes(scaleanchor="x", scaleratio=1)
+    return _base(fig, title, *axis_titles)
+
+
+def holes(grid, tau: float = 0.1, hole_fraction: float | None = None, marginal_kl: float | None = None,
+          floor: float = 25.0, axis_titles=("z₁", "z₂")) -> go.Figure:
+    """log q(z) heat map and the hole map q/p < τ, both with the prior's 1σ/2σ/3σ circles.
+
+    `grid` has xs (Rx,), ys (Ry,), log_q and log_p (Ry, Rx) (an `AggregatePosterior.grid` result);
+    log q is shown down to `floor` nats below its maximum.
+    """
+    log_q = np.asarray(grid.log_q)
+    mask = (log_q - np.asarray(grid.log_p) < math.log(tau)).astype(float)
+    fig = make_subplots(1, 2, subplot_titles=("log q(z)", f"holes: q(z)/p(z) < {tau:g}"),
+                        horizontal_spacing=0.16)
+    fig.add_trace(go.Heatmap(x=grid.xs, y=grid.ys, z=np.maximum(log_q, log_q.max() - floor), name="log q(z)",
+                             colorscale="Viridis", colorbar=dict(title="log q", x=0.44, len=0.9)), 1, 1)
+    fig.add_trace(go.Heatmap(x=grid.xs, y=grid.ys, z=mask, name=f"q/p < {tau:g}", showscale=False, zmin=0, zmax=1,
+                             colorscale=[[0, "rgb(245,245,245)"], [1, "rgb(200,30,45)"]]), 1, 2)
+    x, y = _joined(_circles())
+    for col in (1, 2):
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name="prior 1σ, 2σ, 3σ", legendgroup="prior",
+                                 showlegend=col == 2, line=dict(color="white" if col == 1 else "black", width=1,
+                                                                dash="dash")), 1, col)
+    rng = [float(grid.xs[0]), float(grid.xs[-1])], [float(grid.ys[0]), float(grid.ys[-1])]
+    fig.update_xaxes(range=rng[0], title_text=axis_titles[0])
+    fig.update_yaxes(range=rng[1], title_text=axis_titles[1], scaleanchor="x")
+    fig.update_yaxes(scaleanchor="x2", row=1, col=2)
+    parts = [f"hole fraction {hole_fraction:.3f}" if hole_fraction is not None else "",
+             f"marginal KL {marginal_kl:.3f} nats" if marginal_kl is not None else ""]
+    fig.update_layout(title="Aggregate posterior and holes" + "".join(f" · {p}" for p in parts if p),
+                      template="plotly_white", legend=dict(orientation="h", y=-0.15))
+    return fig
+
+
+# ----------------------------------------------------------------------------- objective dynamics
+
+
+def _col(w: pd.DataFrame, name: str) -> pd.Series:
+    return w[name].dropna() if name in w else pd.Series(dtype=float)
+
+
+def sigma_evolution(df: pd.DataFrame, sigma2_map=None, image_shape=None, map_step: int | None = None) -> go.Figure:
+    """σ² (log scale), the batch MSE (the closed-form σ*²) and β = 2σ² against step; per-dimension σ² map."""
+    w = wide(df, "train")
+    cols = 2 if sigma2_map is not None else 1
+    fig = make_subplots(1, cols, column_widths=[0.62, 0.38][:cols], horizontal_spacing=0.14,
+                        subplot_titles=["σ² against step", f"per-dimension σ² (step {map_step})"][:cols])
+    lo, hi = _col(w, "sigma2_min"), _col(w, "sigma2_max")
+    if len(lo) and len(hi):
+        fig.add_trace(go.Scatter(x=hi.index, y=hi.values, mode="lines", line=dict(width=0), showlegend=False,
+                                 name="σ² max", hoverinfo="skip"), 1, 1)
+        fig.add_trace(go.Scatter(x=lo.index, y=lo.values, mode="lines", line=dict(width=0), fill="tonexty",
+                                 fillcolor="rgba(99,110,250,0.2)", name="σ² min–max"), 1, 1)
+    s2, mse = _col(w, "sigma2"), _col(w, "mse")
+    fig.add_trace(go.Scatter(x=s2.index, y=s2.values, mode="lines", name="σ²", line=dict(color="rgb(99,110,250)")),
+                  1, 1)
+    fig.add_trace(go.Scatter(x=mse.index, y=mse.values, mode="lines", name="batch MSE (closed-form σ*²)",
+                             line=dict(color="rgb(239,85,59)", dash="dot")), 1, 1)
+    fig.add_trace(go.Scatter(x=s2.index, y=2 * s2.values, mode="lines", name="β = 2σ²",
+                             line=dict(color="rgb(0,160,120)", dash="dash")), 1, 1)
+    fig.update_yaxes(type="log", title_text="σ², MSE, β (log)", row=1, col=1)
+    fig.update_xaxes(title_text="step", row=1, col=1)
+    if sigma2_map is not None:
+        _sigma_map(fig, np.asarray(sigma2_map), image_shape)
+    fig.update_layout(title="Decoder variance σ²", template="plotly_white",
+                      legend=dict(orientation="h", y=-0.2, traceorder="normal"))
+    return fig
+
+
+def _sigma_map(fig: go.Figure, sigma2: np.ndarray, image_shape) -> None:
+    """log₁₀ σ² per data dimension: an image (channel mean) for images, bars otherwise."""
+    if image_shape is not None and len(image_shape) == 3:
+        img = np.log10(sigma2.reshape(image_shape).mean(0))  # (H, W)
+        fig.add_trace(go.Heatmap(z=img, name="log₁₀ σ² per pixel", colorscale="Magma",
+                                 colorbar=dict(title="log₁₀ σ²", x=1.0)), 1, 2)
+        fig.update_yaxes(autorange="reversed", scaleanchor="x2", showticklabels=False, row=1, col=2)
+        fig.update_xaxes(showticklabels=False, row=1, col=2)
+    else:
+        fig.add_trace(go.Bar(x=[f"x{i + 1}" for i in range(len(sigma2))], y=sigma2, name="σ² per dimension"), 1, 2)
+        fig.update_yaxes(type="log", row=1, col=2)
+
+
+def first_constraint_step(w: pd.DataFrame) -> int | None:
+    """The first step at which GECO's moving-average constraint C_ma ≤ 0 (None if never)."""
+    c = _col(w, "c_ma")
+    met = c[c <= 0]
+    return int(met.index[0]) if len(met) else None
+
+
+def geco_dynamics(df: pd.DataFrame) -> go.Figure:
+    """λ (log scale); C_ma and the batch C with the boundary C = 0; MSE per dimension against κ²."""
+    w = wide(df, "train")
+    fig = make_subplots(3, 1, shared_xaxes=True, vertical_spacing=0.08, subplot_titles=(
+        "Lagrange multiplier λ", "constraint C = MSE − κ² (moving average)", "reconstruction MSE per dimension"))
+    lam, cb, cma, mse, k2 = (_col(w, n) for n in ("lambda", "c_batch", "c_ma", "mse", "kappa2"))
+    fig.add_trace(go.Scatter(x=lam.index, y=lam.values, mode="lines", name="λ"), 1, 1)
+    fig.add_trace(go.Scatter(x=cb.index, y=cb.values, mode="lines", name="C̄ batch",
+                             line=dict(color="rgba(150,150,150,0.6)", width=1)), 2, 1)
+    fig.add_trace(go.Scatter(x=cma.index, y=cma.values, mode="lines", name="C_ma"), 2, 1)
+    steps = w.index.to_numpy()
+    edges = [steps.min(), steps.max()] if len(steps) else [0, 1]
+    fig.add_trace(go.Scatter(x=edges, y=[0, 0], mode="lines", name="C = 0", line=dict(color="black", dash="dash")),
+                  2, 1)
+    fig.add_trace(go.Scatter(x=mse.index, y=mse.values, mode="lines", name="MSE per dimension"), 3, 1)
+    kappa2 = float(k2.iloc[-1]) if len(k2) else float("nan")
+    fig.add_trace(go.Scatter(x=edges, y=[kappa2, kappa2], mode="lines", name=f"κ² = {kappa2:.3g}",
+                             line=dict(color="crimson", dash="dash")), 3, 1)
+    first = first_constraint_step(w)
+    if first is not None:
+        fig.add_vline(x=first, line=dict(color="green", dash="dot"))
+        fig.add_annotation(x=first, y=0.9, xref="x2", yref="y2 domain", text=f" constraint met at step {first}",
+                           showarrow=False, xanchor="left", font=dict(color="green"))
+    fig.update_yaxes(type="log", title_text="λ (log)", row=1, col=1)
+    fig.update_yaxes(title_text="C", row=2, col=1)
+    fig.update_yaxes(type="log", title_text="MSE (log)", row=3, col=1)
+    fig.update_xaxes(title_text="step", row=3, col=1)
+    fig.update_layout(title="GECO dynamics", template="plotly_white", height=720, meta={"first_met": first})
+    return fig
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def mosaic(images, shape, gap: int = 1) -> np.ndarray:
+    """Tile images (R, C, D) of shape (ch, H, W) into one array: (R·(H+gap)−gap, C·(W+gap)−gap[, 3]).
+
+    Grey images give floats with NaN gaps; RGB images give uint8 with white gaps.
+    """
+    ch, h, w = shape
+    images = np.asarray(images, dtype=float)
+    rows, cols = images.shape[:2]
+    tiles = images.reshape(rows, cols, ch, h, w).transpose(0, 1, 3, 4, 2)  # (R, C, H, W, ch)
+    fill = np.nan if ch == 1 else 1.0
+    out = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap, ch), fill)
+    for r in range(rows):
+        for c in range(cols):
+            out[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = tiles[r, c]
+    return out[..., 0] if ch == 1 else (np.clip(out, 0, 1) * 255).astype(np.uint8)
+
+
+def image_grid(images, shape, row_labels=None, col_labels=None, title: str = "", gap: int = 1) -> go.Figure:
+    """A grid of decoded images (R, C, D) as one picture, rows and columns labelled on the axes."""
+    if len(shape) != 3:
+        raise ValueError(f"image_grid needs image data (C, H, W); got data of shape {tuple(shape)}: "
+                         "use points_figure for vector data")
+    ch, h, w = shape
+    tile = mosaic(images, shape, gap)
+    if ch == 1:
+        trace = go.Heatmap(z=tile, zmin=0, zmax=1, colorscale=[[0, "black"], [1, "white"]], showscale=False,
+                           hoverongaps=False, name="images")
+    else:
+        trace = go.Image(z=tile, name="images")
+    fig = go.Figure(trace)
+    rows, cols = np.asarray(images).shape[:2]
+    fig.update_xaxes(tickvals=[c * (w + gap) + (w - 1) / 2 for c in range(cols)], ticktext=col_labels,
+                     showticklabels=col_labels is not None, showgrid=False, zeroline=False)
+    fig.update_yaxes(tickvals=[r * (h + gap) + (h - 1) / 2 for r in range(rows)], ticktext=row_labels,
+                     showticklabels=row_labels is not None, showgrid=False, zeroline=False,
+                     autorange="reversed", scaleanchor="x", scaleratio=1)
+    fig.update_layout(title=title, template="plotly_white", margin=dict(l=60, r=20, t=50, b=40),
+                      plot_bgcolor="white")
+    return fig
+
+
+def _fmt(v) -> str:
+    return f"{v:.2g}"
+
+
+def traversal_figure(images, shape, values, dims=None) -> go.Figure:
+    """Traversal grid: row r varies latent dims[r] over `values` (columns)."""
+    dims = range(np.asarray(images).shape[0]) if dims is None else dims
+    return image_grid(images, shape, [f"z{d + 1}" for d in dims], [_fmt(v) for v in values], "Latent traversals")
+
+
+def manifold_figure(images, shape, xs, ys) -> go.Figure:
+    """The decoded 2-D manifold (R, R, D): x increases to the right, y upwards (top row = largest y)."""
+    return image_grid(images, shape, [_fmt(v) for v in ys], [_fmt(v) for v in xs], "Decoded latent manifold")
+
+
+def interpolation_strip(strips: dict, shape) -> go.Figure:
+    """One row per interpolation kind ({'lerp': (n, D), 'slerp': (n, D)}), columns t = 0 … 1."""
+    rows = np.stack([np.asarray(v) for v in strips.values()])  # (K, n, D)
+    ts = np.linspace(0, 1, rows.shape[1])
+    return image_grid(rows, shape, list(strips), [_fmt(t) for t in ts], "Interpolation")
+
+
+def sample_gallery(galleries: dict, shape, per_row: int = 10) -> go.Figure:
+    """Samples per sampler ({'prior': (n, D), 'GMM': (n, D)}), `per_row` images a row, label on its first row."""
+    rows, labels = [], []
+    for label, imgs in galleries.items():
+        imgs = np.asarray(imgs).reshape(len(imgs), -1)
+        n_rows = max(1, math.ceil(len(imgs) / per_row))
+        padded = np.full((n_rows * per_row, imgs.shape[1]), np.nan)
+        padded[: len(imgs)] = imgs
+        rows.append(padded.reshape(n_rows, per_row, -1))
+        labels += [label] + [""] * (n_rows - 1)
+    return image_grid(np.concatenate(rows), shape, labels, None, "Samples")
+
+
+def points_figure(groups: dict, title: str = "Decoded points", lines: bool = True) -> go.Figure:
+    """Vector data (e.g. toy 2-D): each group (n, 2) as a path of decoded points."""
+    fig = go.Figure()
+    for i, (label, pts) in enumerate(groups.items()):
+        pts = np.asarray(pts).reshape(-1, np.asarray(pts).shape[-1])
+        fig.add_trace(go.Scatter(x=pts[:, 0], y=pts[:, 1] if pts.shape[1] > 1 else np.zeros(len(pts)),
+                                 mode="lines+markers" if lines else "markers", name=str(label),
+                                 marker=dict(color=CLASS_COLOURS[i % len(CLASS_COLOURS)], size=6)))
+    fig.update_yaxes(scaleanchor="x", scaleratio=1)
+    return _base(fig, title, "x₁", "x₂")
+
+
+# ----------------------------------------------------------------------------- decomposition and table
+
+TC_NAMES = {"mi": "index-code MI", "tc": "total correlation", "dim_kl": "dimension-wise KL"}
+
+
+def tc_decomposition(df: pd.DataFrame, split: str = "train") -> go.Figure:
+    """MI, TC and dimension-wise KL against step, with the rate (their sum) dashed."""
+    w, fig = wide(df, split), go.Figure()
+    for key, label in TC_NAMES.items():
+        col = _col(w, key)
+        fig.add_trace(go.Scatter(x=col.index, y=col.values, mode="lines", name=label))
+    rate = _col(w, "rate")
+    fig.add_trace(go.Scatter(x=rate.index, y=rate.values, mode="lines", name="rate R = MI + TC + dimKL",
+                             line=dict(color="black", dash="dash")))
+    return _base(fig, "KL decomposition (β-TCVAE)", "step", "nats")
+
+
+def tc_bars(results: dict) -> go.Figure:
+    """Stacked MI / TC / dimKL per run or step: {label: {'mi': .., 'tc': .., 'dim_kl': ..}}."""
+    labels, fig = list(results), go.Figure()
+    for key, name in TC_NAMES.items():
+        fig.add_trace(go.Bar(x=labels, y=[results[k][key] for k in labels], name=name))
+    fig.update_layout(barmode="relative")
+    return _base(fig, "KL decomposition", "", "nats")
+
+
+def _cell(v) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "—"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def metrics_table(rows: dict, keys=None) -> go.Figure:
+    """A table: one row per metric, one column per run ({run label: {metric: value}})."""
+    labels = list(rows)
+    keys = keys or list(dict.fromkeys(k for r in rows.values() for k in r))
+    cells = [keys] + [[_cell(rows[label].get(k)) for k in keys] for label in labels]
+    fig = go.Figure(go.Table(header=dict(values=["metric", *labels], align="left", fill_color="rgb(230,232,250)"),
+                             cells=dict(values=cells, align="left")))
+    fig.update_layout(title="Metrics", margin=dict(l=10, r=10, t=40, b=10))
+    return fig
