@@ -72,3 +72,19 @@ def test_decode_samples_gives_images_in_range_from_the_models_latents():
     images = decode_samples(model, GMMSampler(n_components=3).fit(latents), 12, seed=0)
     assert images.shape == (12, 1, 4, 4) and np.isfinite(images).all()
     assert images.min() >= 0.0 and images.max() <= 1.0
+
+
+def test_final_checkpoint_saves_fitted_samplers_that_load_back(tmp_path):
+    from vaeviz.config import RunConfig
+    from vaeviz.samplers import GMMSampler, fitted_samplers
+    from vaeviz.train import MemorySink, load_run, train
+
+    cfg = RunConfig().with_overrides(["data.name=digits", "model.hidden=32", "train.steps=30", "train.eval_every=30"])
+    train(cfg, MemorySink(), workdir=tmp_path)
+    files = sorted(p.name for p in (tmp_path / "samplers").iterdir())
+    assert files == ["step_00000030_gaussian.npz", "step_00000030_gmm.npz"]
+    setup, step = load_run(cfg, tmp_path)
+    loaded = fitted_samplers(setup.model, setup.data.x_train, tmp_path, step)
+    assert isinstance(loaded["gmm"], GMMSampler)
+    np.testing.assert_array_equal(loaded["gmm"].sample(5, seed=1), GMMSampler.load(
+        tmp_path / "samplers" / "step_00000030_gmm.npz").sample(5, seed=1))

@@ -4,6 +4,7 @@
 - σ-independent NLL (Rybkin et al. 2021, eq. 6 plugged into eq. 4): σ*² = mean squared error over
   the split and all dimensions, NLL* = d/2 · (log 2πσ*² + 1), comparable across decoders.
 - Active units (Burda et al. 2016, sec. 5.2): dimensions with Cov_x(E_q[z_j]) > 0.01.
+The maths lives in `vaeviz.analysis.likelihood`; this module picks what the trainer logs.
 """
 
 from __future__ import annotations
@@ -11,37 +12,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vaeviz.distributions import sigma_free_nll
-
-ACTIVE_THRESHOLD = 0.01
-
-
-def active_units(mu: torch.Tensor | np.ndarray, threshold: float = ACTIVE_THRESHOLD) -> int:
-    """Number of latent dimensions whose posterior mean varies across data: (N, L) -> int."""
-    mu = torch.as_tensor(mu, dtype=torch.float64)
-    return int((mu.var(0, unbiased=True) > threshold).sum()) if mu.shape[0] > 1 else 0
+from vaeviz.analysis.batching import encode_batched
+from vaeviz.analysis.likelihood import active_units, elbo_terms
 
 
-@torch.no_grad()
-def evaluate(model, objective, x: torch.Tensor, batch: int = 1000) -> dict[str, float]:
-    """Metrics of the held-out split `x` (N, *shape), one posterior sample per example."""
-    rate = dist = sq = 0.0
-    mus = []
-    for chunk in x.split(batch):
-        p = objective.run(model, chunk)
-        rate += float(p.q.kl().sum())
-        dist += float(objective.nll(p).sum())
-        sq += float((p.x - p.x_mean).double().pow(2).sum())
-        mus.append(p.q.mu)
-    n, d = x.shape[0], model.dim
-    return {
-        "rate": rate / n,
-        "distortion": dist / n,
-        "elbo": -(rate + dist) / n,
-        "mse": sq / (n * d),
-        "nll_sigma_free": sigma_free_nll(sq, n, d),
-        "active_units": float(active_units(torch.cat(mus))),
-    }
+def evaluate(model, objective, x: torch.Tensor, seed: int) -> dict[str, float]:
+    """Metrics of the held-out split `x` (N, *shape), one posterior sample per example drawn under
+    `seed` (the caller's RNG stream is left untouched); the model's train/eval mode is restored."""
+    training = model.training
+    metrics = elbo_terms(model, objective, x, seed=seed)
+    metrics["active_units"] = float(active_units(encode_batched(model, x).mu))
+    model.train(training)
+    return metrics
 
 
 @torch.no_grad()

@@ -134,3 +134,18 @@ def decode_samples(model, sampler, n: int, seed: int = 0) -> np.ndarray:
     device = next(model.parameters()).device
     z = torch.as_tensor(sampler.sample(n, seed), device=device)  # (n, L)
     return model.decode_mean(z).reshape(n, *model.data_shape).cpu().numpy()
+
+
+def fitted_samplers(model, x_train, folder: str | Path | None, step: int, max_points: int = 10_000,
+                    seed: int = 0) -> dict[str, Sampler]:
+    """The single Gaussian and the GMM fitted on (up to `max_points`) training codes at `step`; saved
+    under `folder/samplers/` and read back from there on later calls, so each run fits them once."""
+    paths = {k: Path(folder) / "samplers" / f"step_{step:08d}_{k}.npz" for k in SAMPLERS} if folder else {}
+    if paths and all(p.exists() for p in paths.values()):
+        return {k: Sampler.load(p) for k, p in paths.items()}
+    codes = encode_latents(model, x_train[:max_points])
+    fitted = {"gaussian": GaussianSampler().fit(codes), "gmm": GMMSampler(seed=seed).fit(codes)}
+    for kind, path in paths.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fitted[kind].save(path)
+    return fitted

@@ -25,6 +25,7 @@ from vaeviz.data import Dataset, load_dataset
 from vaeviz.evaluation import evaluate, probe_snapshot
 from vaeviz.nets import VAEModel, build_model
 from vaeviz.objectives import Objective, build_objective
+from vaeviz.samplers import fitted_samplers
 
 FLUSH_SECONDS = 0.5
 MAX_BUFFER = 2000
@@ -224,10 +225,8 @@ class _Loop:
             raise Cancelled(f"cancelled at step {t}")
 
     def evaluate(self, t: int) -> None:
-        with torch.random.fork_rng(devices=[self.s.device] if self.s.device.type == "cuda" else []):
-            torch.manual_seed(self.cfg.train.seed * 1_000_003 + t)
-            metrics = evaluate(self.s.model, self.s.objective, self.x_eval)
-            arrays = probe_snapshot(self.s.model, self.s.objective, self.s.data, self.cfg.train.probe_size)
+        metrics = evaluate(self.s.model, self.s.objective, self.x_eval, seed=self.cfg.train.seed * 1_000_003 + t)
+        arrays = probe_snapshot(self.s.model, self.s.objective, self.s.data, self.cfg.train.probe_size)
         for name, value in metrics.items():
             if not np.isfinite(value):
                 raise Diverged(t, name, value)
@@ -235,8 +234,11 @@ class _Loop:
         self.sink.snapshot(t, arrays)
 
     def checkpoint(self, t: int) -> None:
-        if self.workdir is not None:
-            save_checkpoint(self.workdir, t, self.s, self.opt, self.gen)
+        if self.workdir is None:
+            return
+        save_checkpoint(self.workdir, t, self.s, self.opt, self.gen)
+        if t == self.cfg.train.steps:  # the ex-post samplers of the final model are saved with the run
+            fitted_samplers(self.s.model, self.s.data.x_train, self.workdir, t, seed=self.cfg.train.seed)
 
 
 def save_checkpoint(workdir: Path, step: int, setup: Setup, opt, gen: torch.Generator) -> None:

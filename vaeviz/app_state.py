@@ -1,0 +1,226 @@
+"""Streamlit-free helpers behind the app's pages: progress and ETA, step lookup, config widgets' specs, images.
+
+The pages wrap these in `st.cache_*` calls (pages/common.py); nothing here imports streamlit, so it is
+tested and benchmarked like the rest of the library.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import time
+import typing
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from vaeviz.config import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig, _base_type
+from vaeviz.runs import RunRecord, RunStore
+from vaeviz.train import checkpoint_steps
+
+ACTIVE = ("queued", "running")
+
+
+# -- progress ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Progress:
+    """Where a run stands: fraction done, speed and the time left (None while unknown)."""
+
+    step: int
+    total: int
+    fraction: float
+    steps_per_s: float | None
+    eta_s: float | None
+
+    @property
+    def text(self) -> str:
+        parts = [f"step {self.step:,}/{self.total:,}"]
+        if self.steps_per_s:
+            parts.append(f"{self.steps_per_s:,.0f} steps/s")
+        if self.eta_s is not None:
+            parts.append(f"ETA {format_seconds(self.eta_s)}")
+        return " · ".join(parts)
+
+
+def format_seconds(s: float) -> str:
+    s = max(0, round(s))
+    return f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def progress(rec: RunRecord, now: float | None = None) -> Progress:
+    """Progress of a run from its row: speed = steps since start / time since start (to the last heartbeat)."""
+    total = rec.total_steps or rec.config.train.steps
+    step = min(rec.step or 0, total)
+    rate = eta = None
+    if rec.started and rec.heartbeat and rec.heartbeat > rec.started and step > 0:
+        rate = step / (rec.heartbeat - rec.started)
+        if rec.status == "running":
+            eta = (total - step) / rate
+    if rec.status == "done":
+        step, eta = total, 0.0
+    return Progress(step, total, step / total if total else 0.0, rate, eta)
+
+
+# -- steps -------------------------------------------------------------------------------------
+
+
+def nearest(steps: list[int], want: int | None) -> int | None:
+    """The step of `steps` closest to `want` (the last one when `want` is None)."""
+    if not steps:
+        return None
+    if want is None:
+        return steps[-1]
+    return min(steps, key=lambda s: (abs(s - want), -s))
+
+
+def checkpoint_for(store: RunStore, run_id: str, step: int | None) -> int | None:
+    """The latest saved weights at or before `step` (the earliest when all are later); None without any."""
+    steps = checkpoint_steps(store.artifact_dir(run_id))
+    if not steps:
+        return None
+    return max([s for s in steps if step is None or s <= step] or steps[:1])
+
+
+def wide(df: pd.DataFrame) -> pd.DataFrame:
+    """Long metric rows (step, split, name, value) of one split -> one column per name, indexed by step."""
+    if df.empty:
+        return pd.DataFrame()
+    return df.pivot_table(index="step", columns="name", values="value", aggfunc="last").sort_index()
+
+
+# -- the Train page's widgets ------------------------------------------------------------------
+
+
+@dataclass
+class Knob:
+    """One config field as a widget: dotted key, kind (select, bool, int, float, list, text) and limits."""
+
+    key: str
+    kind: str
+    default: typing.Any
+    choices: list | None = None
+    lo: float | None = None
+    hi: float | None = None
+    optional: bool = False
+    help: str = ""
+
+
+def knobs(cls, prefix: str, skip: tuple[str, ...] = ()) -> list[Knob]:
+    """The widgets of a config dataclass, with the bounds and choices its validation uses."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        meta = dict(f.metadata)
+        base, optional = _base_type(hints[f.name])
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if meta.get("choices") is not None:
+            kind = "select"
+        elif base is bool:
+            kind = "bool"
+        elif base in (int, float):
+            kind = base.__name__
+        elif typing.get_origin(base) is list:
+            kind = "list"
+        else:
+            kind = "text"
+        out.append(Knob(f"{prefix}.{f.name}", kind, default, meta.get("choices"), meta.get("lo"), meta.get("hi"),
+                        optional, meta.get("help", "")))
+    return out
+
+
+def objective_knobs(name: str) -> list[Knob]:
+    from vaeviz.objectives import REGISTRY
+
+    return knobs(REGISTRY[name].Params, "objective")
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+def flat_config(cfg: RunConfig) -> dict[str, typing.Any]:
+    """A config as dotted keys (`data.name`, `objective.beta`, ...), the form the Train page's widgets hold."""
+    d = cfg.to_dict()
+    return {f"{section}.{k}": v for section in ("data", "model", "objective", "train") for k, v in d[section].items()}
+
+
+def build_config(values: dict[str, typing.Any], name: str | None = None) -> RunConfig:
+    """The validated config of the Train page's widget values (raises ConfigError with the config's message)."""
+    values = {k: (v.strip() or None) if isinstance(v, str) and k != "objective.name" else v for k, v in values.items()}
+    if name:
+        values["name"] = name.strip()
+    return RunConfig().with_overrides(values)
+
+
+def comparison_configs(cfg: RunConfig, objectives: list[str]) -> list[RunConfig]:
+    """The same data, network, seed and training under each objective (objective knobs at their defaults)."""
+    if not objectives:
+        raise ConfigError("pick at least one objective to compare")
+    return [cfg.with_overrides({"objective.name": name, "name": f"{name}-{cfg.data.name}-cmp"}) for name in objectives]
+
+
+# -- images ------------------------------------------------------------------------------------
+
+
+def as_images(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+    """Flat decoded data (N, D) -> images (N, H, W) or (N, H, W, 3); None for data that are not images."""
+    if len(shape) != 3:
+        return None
+    c, h, w = shape
+    imgs = np.asarray(x, dtype=np.float32).reshape(-1, c, h, w)
+    imgs = imgs[:, 0] if c == 1 else np.moveaxis(imgs[:, :3], 1, -1)
+    return np.clip(imgs, 0.0, 1.0)
+
+
+def upscale(img: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest-neighbour enlargement, so 8×8 digits stay crisp in the browser."""
+    return np.repeat(np.repeat(img, factor, 0), factor, 1)
+
+
+def png_bytes(img: np.ndarray, scale: int = 1) -> bytes:
+    """A [0, 1] image (H, W) or (H, W, 3) as PNG bytes, enlarged `scale` times."""
+    from PIL import Image
+
+    arr = (np.clip(upscale(img, scale), 0, 1) * 255).round().astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def latent_scatter(mu: np.ndarray, labels, dims=(0, 1), class_names=None, marker=None):
+    """Codes μ (N, L) on two dimensions, one trace per class, each point's row index as `customdata`
+    (what a click hands back to the page); `marker` (L,) is drawn as a star.
+
+    Belongs in `vaeviz.plots` (which has no clickable latent scatter yet); kept here until it moves there.
+    """
+    import plotly.graph_objects as go
+    from plotly.colors import qualitative
+
+    colours = qualitative.Plotly + qualitative.D3
+    labels = np.zeros(len(mu), int) if labels is None else np.asarray(labels)
+    fig = go.Figure()
+    for k in np.unique(labels):
+        idx = np.flatnonzero(labels == k)
+        name = class_names[int(k)] if class_names is not None and int(k) < len(class_names) else f"class {k}"
+        fig.add_trace(go.Scatter(x=mu[idx, dims[0]], y=mu[idx, dims[1]], customdata=idx, mode="markers", name=name,
+                                 marker=dict(size=6, color=colours[int(k) % len(colours)], opacity=0.7),
+                                 hovertemplate="example %{customdata}<extra>" + name + "</extra>"))
+    if marker is not None:
+        fig.add_trace(go.Scatter(x=[marker[dims[0]]], y=[marker[dims[1]]], mode="markers", name="sliders' z",
+                                 marker=dict(symbol="star", size=16, color="black"), hoverinfo="skip"))
+    fig.update_layout(template="plotly_white", title="Codes μ(x) of held-out examples", clickmode="event+select",
+                      margin=dict(l=50, r=20, t=50, b=40), legend=dict(orientation="h", y=-0.15))
+    fig.update_xaxes(title_text=f"z{dims[0]}")
+    fig.update_yaxes(title_text=f"z{dims[1]}", scaleanchor="x", scaleratio=1)
+    return fig
+
+
+def age(t: float | None) -> str:
+    """'12s ago', '3m ago', ... of a timestamp."""
+    if not t:
+        return "-"
+    return format_seconds(time.time() - t) + " ago"
