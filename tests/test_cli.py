@@ -220,3 +220,23 @@ def test_readme_digits_run_finishes_within_a_minute_and_is_listed_done(capsys):
     export = _run(capsys, "export", rid, "--format", "csv")[1].splitlines()
     assert export[0] == "step,split,name,value" and len(export) > 2000 * 4
     assert {line.split(",")[1] for line in export[1:]} == {"train", "eval"}
+
+
+def test_sweep_trains_every_combination_as_one_batch(vaeviz_home):
+    import subprocess
+    import sys
+
+    from vaeviz.runs import RunStore
+
+    cmd = [sys.executable, "-m", "vaeviz", "sweep", "--set", "data.name=digits", "--set", "train.steps=40",
+           "--set", "model.hidden=32", "--vary", "objective.name=vae,beta_vae", "--vary", "train.seed=0,1"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    ids = [line.split()[1] for line in out.stdout.splitlines() if line.startswith("run: ")]
+    assert len(ids) == 4
+    runs = [RunStore(vaeviz_home).get(i) for i in ids]
+    assert {r.status for r in runs} == {"done"} and len({r.batch for r in runs}) == 1
+    assert sorted(r.name for r in runs) == ["objective=beta_vae seed=0", "objective=beta_vae seed=1",
+                                            "objective=vae seed=0", "objective=vae seed=1"]
+    bad = subprocess.run(cmd[:-4] + ["--vary", "objective.beta"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "key=v1,v2" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,6 +1,7 @@
 """The `vaeviz` command line (also `python -m vaeviz`).
 
     vaeviz train [--config FILE] [--preset NAME] [--set key=value ...] [--background] [--name NAME]
+    vaeviz sweep [--preset NAME] [--set key=value ...] --vary key=v1,v2 [--vary ...] [--background]
     vaeviz worker [--max-jobs N] [--exit-when-idle] [--poll S]
     vaeviz runs [--json] [--status S]
     vaeviz show RUN | cancel RUN | resume RUN [--background]
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from vaeviz.config import ConfigError, RunConfig
 from vaeviz.runs import STATUSES, RunStore
-from vaeviz.worker import Outcome, ensure_worker, run_one, user_errors, work
+from vaeviz.worker import Outcome, ensure_worker, run_batch, run_one, user_errors, work
 
 
 class UserError(Exception):
@@ -130,6 +131,53 @@ def cmd_train(args) -> int:
     if args.background:
         return _start_worker(store)
     return _run_here(store, run_id)
+
+
+def sweep_configs(base: RunConfig, vary: list[str]) -> list[RunConfig]:
+    """Every combination of the `key=v1,v2,...` lists applied to `base` (later keys vary fastest)."""
+    import itertools
+
+    axes = []
+    for item in vary:
+        key, sep, values = item.partition("=")
+        if not sep or not values.strip():
+            raise UserError(f"--vary {item!r} is not of the form key=v1,v2,...")
+        axes.append([(key.strip(), v.strip()) for v in values.split(",") if v.strip()])
+    return [base.with_overrides(dict(combo)) for combo in itertools.product(*axes)]
+
+
+def cmd_sweep(args) -> int:
+    """Queue the combinations as one batch: a worker trains them as one batched model."""
+    store = RunStore()
+    cfgs = sweep_configs(_load_config(args), args.vary)
+    keys = [v.partition("=")[0].strip() for v in args.vary]
+    names = [" ".join(f"{_short(k)}={_get(c, k)}" for k in keys) for c in cfgs]
+    pid = None if args.background else os.getpid()
+    batch = os.urandom(4).hex()
+    ids = [store.create_run(c, n, worker_pid=pid, batch=batch) for c, n in zip(cfgs, names)]
+    for run_id in ids:
+        _out(f"run: {run_id}")
+    if args.background:
+        return _start_worker(store)
+    outs = run_batch(store, [store.get(i) for i in ids])
+    rows = [["run", "name", "status", "rate", "distortion"]]
+    for run_id, name, out in zip(ids, names, outs):
+        final = out.result.final if out.result else {}
+        figures = [f"{final[k]:.4g}" if k in final else "-" for k in ("rate", "distortion")]
+        rows.append([run_id, name, out.status, *figures])
+    _table(rows)
+    return 0 if all(o.status == "done" for o in outs) else 1
+
+
+def _short(key: str) -> str:
+    """`objective.beta` -> `beta`, `objective.name` -> `objective`."""
+    section, _, leaf = key.partition(".")
+    return section if leaf == "name" else leaf
+
+
+def _get(cfg: RunConfig, key: str):
+    section, _, leaf = key.partition(".")
+    return cfg.to_dict()[section][leaf]
 
 
 def _start_worker(store: RunStore) -> int:
@@ -302,6 +350,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     p.add_argument("--background", action="store_true", help="queue it and return; a worker trains it")
     p.add_argument("--name", help="a name for the run")
+    p = command("sweep", cmd_sweep, "train every combination of --vary values as one batched comparison")
+    p.add_argument("--config", metavar="FILE", help="a JSON config file")
+    p.add_argument("--preset", metavar="NAME", help="start from a preset (see `vaeviz presets`)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    p.add_argument("--vary", action="append", required=True, metavar="KEY=V1,V2", help="values to sweep (repeatable)")
+    p.add_argument("--background", action="store_true", help="queue the batch and return; a worker trains it")
     p = command("worker", cmd_worker, "claim and train queued runs")
     p.add_argument("--max-jobs", type=int, metavar="N", help="stop after N runs")
     p.add_argument("--exit-when-idle", action="store_true", help="stop when the queue is empty")
