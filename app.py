@@ -1,10 +1,29 @@
-"""Streamlit entry point: page config, navigation over pages/, and the shared sidebar."""
+"""Streamlit entry point: page config, navigation over views/, and the shared sidebar (run picker, queue badge)."""
 
 import streamlit as st
 
-st.set_page_config(page_title="vaeviz", page_icon="🧭", layout="wide")
+from views import common
 
-pages = {
-    "vaeviz": [st.Page("pages/home.py", title="Runs", icon="🗂️", default=True)],
+st.set_page_config(page_title="vaeviz", page_icon="🧭", layout="wide")
+st.set_option("client.showErrorDetails", "type")  # safety net: an error that escapes shows no traceback
+
+PAGES = {
+    "Train": [st.Page("views/train.py", title="Train", icon=":material/rocket_launch:", default=True)],
+    "Explore": [
+        st.Page("views/info_plane.py", title="Information plane", icon=":material/scatter_plot:"),
+        st.Page("views/tiling.py", title="Posterior tiling", icon=":material/bubble_chart:"),
+        st.Page("views/holes.py", title="Holes", icon=":material/blur_on:"),
+        st.Page("views/sigma.py", title="σ² evolution", icon=":material/show_chart:", url_path="sigma"),
+        st.Page("views/geco.py", title="GECO dynamics", icon=":material/balance:"),
+        st.Page("views/traversals.py", title="Latent traversals", icon=":material/tune:"),
+    ],
+    "Compare": [st.Page("views/compare.py", title="Compare", icon=":material/compare:")],
+    "Runs": [st.Page("views/runs.py", title="Runs", icon=":material/folder_open:")],
 }
-st.navigation(pages).run()
+
+page = st.navigation(PAGES)
+try:
+    common.sidebar()
+    page.run()
+except Exception as exc:  # noqa: BLE001 - no traceback ever reaches a page
+    common.show_error(exc)

@@ -1,0 +1,292 @@
+"""AppTest: every page renders with no runs, a finished run and a running run; the Train, Runs and Compare
+actions do what they say; errors reach the page as messages, never as tracebacks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from vaeviz.config import RunConfig
+from vaeviz.runs import RunStore
+from vaeviz.train import Cancelled, train
+
+REPO = Path(__file__).resolve().parents[1]
+PAGES = ["train", "info_plane", "tiling", "holes", "sigma", "geco", "traversals", "compare", "runs"]
+TINY = {"data.name": "digits", "model.hidden": "32,32", "train.steps": 150, "train.eval_every": 50,
+        "train.checkpoint_every": 50, "train.probe_size": 300}
+
+
+def make_run(store: RunStore, overrides: dict, stop_at: int | None = None) -> str:
+    """Train a tiny run in this process; stopped at `stop_at` it stays `running` (owned by this live process)."""
+    cfg = RunConfig().with_overrides({**TINY, **overrides})
+    run_id = store.create_run(cfg, worker_pid=os.getpid())
+    reached = {"stop": False}
+
+    def progress(step, total, metrics):
+        reached["stop"] = stop_at is not None and step >= stop_at
+
+    try:
+        train(cfg, store.sink(run_id), workdir=store.artifact_dir(run_id), progress=progress,
+              should_stop=lambda: reached["stop"])
+    except Cancelled:
+        return run_id
+    store.set_status(run_id, "done", device="cpu")
+    return run_id
+
+
+@pytest.fixture(scope="module")
+def homes(tmp_path_factory) -> dict[str, tuple[RunStore, dict[str, str]]]:
+    """Three stores: none (no runs), finished (a GECO and a 3-D σ-VAE run, done), running (a VAE at step 100/300)."""
+    out = {}
+    for name in ("none", "finished", "running"):
+        out[name] = (RunStore(tmp_path_factory.mktemp(name)), {})
+    store, ids = out["finished"]
+    ids["geco"] = make_run(store, {"objective.name": "geco", "objective.kappa": 0.3, "objective.alpha": 0.9,
+                                  "model.latent_dim": 2})
+    ids["sigma"] = make_run(store, {"objective.name": "sigma_vae", "model.latent_dim": 3})
+    store, ids = out["running"]
+    ids["vae"] = make_run(store, {"objective.name": "vae", "model.latent_dim": 2, "train.steps": 300}, stop_at=100)
+    return out
+
+
+@pytest.fixture
+def no_worker(monkeypatch) -> list:
+    """Record ensure_worker calls instead of starting worker processes."""
+    calls = []
+    monkeypatch.setattr("vaeviz.worker.ensure_worker", lambda store: calls.append(store.home))
+    return calls
+
+
+def app(home: RunStore, monkeypatch, **query) -> AppTest:
+    monkeypatch.setenv("VAEVIZ_HOME", str(home.home))
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    for key, value in query.items():
+        at.query_params[key] = value
+    return at.run()
+
+
+def page(at: AppTest, name: str) -> AppTest:
+    return at.switch_page(f"views/{name}.py").run()
+
+
+def problems(at: AppTest) -> list[str]:
+    return [e.message for e in at.exception] + [e.value for e in at.error]
+
+
+@pytest.mark.parametrize("state", ["none", "finished", "running"])
+def test_every_page_renders(homes, state, monkeypatch, no_worker):
+    store, ids = homes[state]
+    at = app(store, monkeypatch)
+    failures = {}
+    for name in PAGES:
+        page(at, name)
+        if problems(at):
+            failures[name] = problems(at)
+    assert not failures
+    if state == "none":
+        assert any("No runs yet" in i.value for i in at.info)
+    else:
+        assert at.sidebar.selectbox(key="run").value in ids.values()
+
+
+def test_pages_show_their_main_element(homes, monkeypatch, no_worker):
+    store, ids = homes["finished"]
+    at = app(store, monkeypatch, run=ids["geco"])
+    assert at.sidebar.selectbox(key="run").value == ids["geco"]
+    for name in ["info_plane", "tiling", "holes", "geco", "traversals"]:
+        page(at, name)
+        assert at.get("plotly_chart"), name
+        assert not problems(at), name
+    page(at, "geco")
+    assert "step" in at.metric[2].value  # κ = 0.3 is met within 150 steps
+
+
+def test_query_params_pick_run_and_step(homes, monkeypatch, no_worker):
+    store, ids = homes["finished"]
+    at = app(store, monkeypatch, run=ids["sigma"], step="50")
+    page(at, "tiling")
+    assert at.sidebar.selectbox(key="run").value == ids["sigma"]
+    assert at.select_slider(key="scrub_tiling").value == 50
+    at.select_slider(key="scrub_tiling").set_value(100).run()
+    assert (at.query_params["step"], at.query_params["run"]) == ("100", ids["sigma"])
+    page(at, "sigma")
+    assert at.select_slider(key="scrub_sigma").value == 100  # the step follows across pages
+    (chart,) = at.get("plotly_chart")
+    assert '"heatmap"' in chart.proto.spec  # σ² curves beside the per-pixel σ² map
+
+
+def test_traversal_slider_changes_the_decoded_image(homes, monkeypatch, no_worker):
+    store, ids = homes["finished"]
+    at = page(app(store, monkeypatch, run=ids["sigma"]), "traversals")
+    before = at.image[0].proto.imgs[0].url
+    at.slider(key=f"z_{ids['sigma']}_0").set_value(2.5).run()
+    assert not problems(at)
+    after = at.image[0].proto.imgs[0].url
+    assert before != after
+    for view in ["Traversal grid", "Interpolation", "Samples"]:
+        at.segmented_control(key="tview").set_value(view).run()
+        assert not problems(at), view
+    at.segmented_control(key="tview").set_value("Traversal grid").run()
+    assert at.get("download_button")
+
+
+def test_launch_enqueues_exactly_the_chosen_config(homes, monkeypatch, no_worker, tmp_path):
+    store = RunStore(tmp_path / "launch")
+    at = app(store, monkeypatch)
+    at.selectbox(key="cfg:objective.name").set_value("geco").run()
+    at.number_input(key="cfg:geco:objective.kappa").set_value(0.15)
+    at.number_input(key="cfg:model.latent_dim").set_value(4)
+    at.text_input(key="cfg:model.hidden").input("64,32")
+    at.number_input(key="cfg:train.steps").set_value(250).run()
+    page(page(at, "runs"), "train")  # the form survives a visit to another page
+    at.number_input(key="cfg:train.eval_every").set_value(50)
+    at.button(key="launch").click().run()
+    assert not problems(at)
+    (rec,) = store.list_runs()
+    want = RunConfig().with_overrides({"objective.name": "geco", "objective.kappa": 0.15, "model.latent_dim": 4,
+                                       "model.hidden": "64,32", "train.steps": 250, "train.eval_every": 50})
+    assert rec.status == "queued"
+    assert rec.config.to_dict() == want.to_dict()
+    assert store.home in no_worker  # a worker was asked for
+    assert at.sidebar.selectbox(key="run").value == rec.id  # and the new run is selected
+
+
+def test_preset_fills_the_form(homes, monkeypatch, no_worker, tmp_path):
+    store = RunStore(tmp_path / "preset")
+    at = app(store, monkeypatch)
+    at.selectbox(key="preset").set_value("sigma-vae-digits").run()
+    assert at.selectbox(key="cfg:objective.name").value == "sigma_vae"
+    assert at.text_input(key="cfg:model.hidden").value == "256,256"
+    at.text_input(key="cfg:model.hidden").input("32")
+    at.number_input(key="cfg:train.steps").set_value(20)
+    at.button(key="launch").click().run()
+    (rec,) = store.list_runs()
+    want = RunConfig().with_overrides({"data.name": "digits", "model.hidden": "32", "model.latent_dim": 8,
+                                       "objective.name": "sigma_vae", "objective.variance": "global_closed_form",
+                                       "train.steps": 20})
+    assert rec.config.to_dict() == want.to_dict()
+
+
+@pytest.mark.parametrize("setting, message", [
+    (("number_input", "cfg:train.lr", 0.0), "train.lr"),
+    (("selectbox", "cfg:data.name", "mnist"), "t10k-images-idx3-ubyte.gz"),
+])
+def test_bad_input_is_refused_with_its_message(monkeypatch, no_worker, tmp_path, setting, message):
+    monkeypatch.setenv("VAEVIZ_DATA_DIR", str(tmp_path / "no-data"))
+    monkeypatch.setenv("VAEVIZ_OFFLINE", "1")
+    store = RunStore(tmp_path / "bad")
+    at = app(store, monkeypatch)
+    kind, key, value = setting
+    getattr(at, kind)(key=key).set_value(value).run()
+    at.button(key="launch").click().run()
+    assert not at.exception
+    assert any(message in e.value for e in at.error), [e.value for e in at.error]
+    assert store.list_runs() == []
+
+
+def test_runs_page_actions(homes, monkeypatch, no_worker, tmp_path):
+    store = RunStore(tmp_path / "actions")
+    cfg = RunConfig().with_overrides(TINY)
+    failed = store.create_run(cfg, "broken")
+    store.claim_next(os.getpid())
+    store.set_status(failed, "failed", "diverged at step 7: loss = nan (try a smaller train.lr)")
+    other = store.create_run(cfg, "other")
+    store.add_metrics(other, [(1, "train", "loss", 3.5)])
+    at = page(app(store, monkeypatch, run=failed), "runs")
+    assert any("diverged at step 7" in e.value for e in at.error)
+    at.button(key="resume").click().run()
+    assert store.get(failed).status == "queued"
+    store.request_cancel(failed)
+    at = page(app(store, monkeypatch, run=other), "runs")
+    assert at.get("download_button")
+    at.button(key="delete").click().run()
+    assert store.get(other)  # not yet: it asks first
+    at.button(key="confirm_yes").click().run()
+    assert [r.id for r in store.list_runs()] == [failed]
+    assert not problems(at)
+
+
+def test_compare_launches_one_run_per_objective(homes, monkeypatch, no_worker):
+    store, ids = homes["finished"]
+    at = page(app(store, monkeypatch, run=ids["geco"]), "compare")
+    assert len(at.get("plotly_chart")) >= 3  # the overlaid plane and one tiling per run
+    before = {r.id for r in store.list_runs()}
+    at.multiselect(key="cmp_objectives").set_value(["vae", "beta_vae", "rae"])
+    at.button(key="cmp_launch").click().run()
+    new = [r for r in store.list_runs() if r.id not in before]
+    try:
+        assert sorted(r.objective for r in new) == ["beta_vae", "rae", "vae"]
+        base = store.get(ids["geco"]).config
+        for r in new:
+            assert r.status == "queued"
+            assert (r.config.data, r.config.model, r.config.train) == (base.data, base.model, base.train)
+    finally:
+        for r in new:
+            store.delete(r.id)
+
+
+def test_widget_bounds_are_the_validation_bounds():
+    """Every numeric knob's widget bounds are accepted by the config and one step past them is refused."""
+    from vaeviz import app_state
+    from vaeviz.config import ConfigError, DataConfig, ModelConfig, TrainConfig
+    from vaeviz.objectives import REGISTRY
+
+    knobs = [(None, k) for cls, p in [(DataConfig, "data"), (ModelConfig, "model"), (TrainConfig, "train")]
+             for k in app_state.knobs(cls, p)]
+    knobs += [(name, k) for name in REGISTRY for k in app_state.objective_knobs(name)]
+    checked = 0
+    for objective, k in knobs:
+        if k.kind not in ("int", "float") or k.key == "data.per_class":
+            continue
+        base = {"objective.name": objective} if objective else {}
+        for bound, outside in [(k.lo, -1), (k.hi, +1)]:
+            if bound is None:
+                continue
+            if not (k.key == "objective.lambda_init" or bound == 0 and k.kind == "float"):
+                app_state.build_config({**base, k.key: bound})  # the bound itself passes (open bounds excepted)
+            with pytest.raises(ConfigError, match=k.key.split(".")[1]):
+                app_state.build_config({**base, k.key: bound + outside * (1 if k.kind == "int" else abs(bound) or 1)})
+            checked += 1
+    assert checked > 30
+
+
+def test_progress_and_comparison_configs():
+    from vaeviz import app_state
+
+    store = RunStore()
+    cfg = RunConfig().with_overrides(TINY)
+    run_id = store.create_run(cfg, worker_pid=os.getpid())
+    rec = store.get(run_id)
+    rec.started, rec.heartbeat, rec.step = 100.0, 110.0, 50
+    p = app_state.progress(rec)
+    assert (p.steps_per_s, p.eta_s, p.fraction) == (5.0, 20.0, 50 / 150)
+    assert "ETA 20s" in p.text
+    cfgs = app_state.comparison_configs(cfg, ["vae", "geco"])
+    assert [c.objective.name for c in cfgs] == ["vae", "geco"]
+    assert all((c.data, c.model, c.train) == (cfg.data, cfg.model, cfg.train) for c in cfgs)
+    assert app_state.nearest([0, 50, 100], 70) == 50 and app_state.nearest([0, 50], None) == 50
+
+
+def test_compare_metrics_table_comes_from_vaeviz_eval(homes, monkeypatch, no_worker):
+    store, ids = homes["finished"]
+    at = page(app(store, monkeypatch, run=ids["geco"]), "compare")
+    at.button(key="cmp_eval").click().run()
+    assert not problems(at)
+    table = at.get("plotly_chart")[-1].proto.spec
+    for key in ("elbo", "nll_sigma_free", "iwae", "hole_fraction", "marginal_kl", "fd_gmm"):
+        assert f'"{key}"' in table
+    assert all(store.get(i).name in table for i in ids.values())
+
+
+def test_cancel_from_the_train_page(monkeypatch, no_worker, tmp_path):
+    store = RunStore(tmp_path / "cancel")
+    run_id = store.create_run(RunConfig().with_overrides(TINY), worker_pid=os.getpid())  # running, no metrics yet
+    at = app(store, monkeypatch, run=run_id)
+    assert any("Waiting for the first metrics" in c.value for c in at.caption)
+    assert not store.cancel_requested(run_id)
+    at.button(key="cancel").click().run()
+    assert store.cancel_requested(run_id) and store.get(run_id).status == "running"  # the worker stops it
+    assert not problems(at)

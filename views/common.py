@@ -1,0 +1,237 @@
+"""What every page shares: the cached store and loaders, the run picker, the step scrubber, error guards.
+
+The selected run and step live in `st.session_state` ("run", "step") and in the URL query parameters
+(`?run=<id>&step=<n>`), so a refreshed or shared link opens the same run at the same step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import os
+
+import pandas as pd
+import streamlit as st
+
+from vaeviz import app_state, worker
+from vaeviz.config import DataConfig
+from vaeviz.data import load_dataset
+from vaeviz.runs import RunStore
+from vaeviz.train import load_run
+
+log = logging.getLogger("vaeviz.app")
+
+STATUS_COLORS = {"queued": "gray", "running": "blue", "done": "green", "failed": "red", "diverged": "orange",
+                 "cancelled": "gray", "interrupted": "violet"}
+POLL_SECONDS = 1.0
+
+
+# -- store and cached loaders ------------------------------------------------------------------
+
+
+@st.cache_resource(show_spinner=False)
+def _store(home: str) -> RunStore:
+    return RunStore(home or None)
+
+
+def store() -> RunStore:
+    """The run store of $VAEVIZ_HOME (one per home, shared by all sessions)."""
+    return _store(os.environ.get("VAEVIZ_HOME", ""))
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=6)
+def _model(home: str, run_id: str, step: int):
+    s = _store(home)
+    return load_run(s.get(run_id).config, s.artifact_dir(run_id), step, device="cpu")[0]
+
+
+def model(run_id: str, step: int | None):
+    """(Setup, step) of the run's weights at or before `step`; (None, None) while it has no checkpoint yet."""
+    chosen = app_state.checkpoint_for(store(), run_id, step)
+    if chosen is None:
+        return None, None
+    return _model(os.environ.get("VAEVIZ_HOME", ""), run_id, chosen), chosen
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _snapshot(home: str, run_id: str, step: int) -> dict:
+    return _store(home).load_snapshot(run_id, step)
+
+
+def snapshot(run_id: str, step: int) -> dict:
+    return _snapshot(os.environ.get("VAEVIZ_HOME", ""), run_id, step)
+
+
+@st.cache_resource(show_spinner="Loading the data…", max_entries=4)
+def _dataset(data_json: str):
+    return load_dataset(DataConfig(**json.loads(data_json)))
+
+
+def dataset(rec):
+    """The run's dataset (train/eval split, labels, class names), loaded once per data config."""
+    return _dataset(json.dumps(dataclasses.asdict(rec.config.data), sort_keys=True))
+
+
+def class_names(rec) -> list[str] | None:
+    return dataset(rec).class_names
+
+
+def data_shape(rec) -> tuple[int, ...]:
+    return dataset(rec).shape
+
+
+def metrics(run_id: str, split: str | None = None, names=None):
+    """Rows (step, split, name, value), read fresh: the worker may be writing."""
+    return store().metrics(run_id, split=split, names=names)
+
+
+def live_metrics(run_id: str, split: str = "train", max_steps: int = 2000):
+    """The run's metric rows for a live chart: only rows newer than the last poll are read (the rest are kept in
+    the session), and at most `max_steps` evenly spaced steps are returned."""
+    key = f"_live_{run_id}_{split}"
+    cached = st.session_state.get(key)
+    last = int(cached.step.max()) if cached is not None and len(cached) else None
+    if last is not None and (store().last_step(run_id) or 0) < last:  # resumed from an earlier checkpoint
+        cached, last = None, None
+    new = store().metrics(run_id, split=split, since_step=last)
+    df = new if cached is None else pd.concat([cached, new], ignore_index=True)
+    st.session_state[key] = df
+    stride = -(-df.step.nunique() // max_steps)  # ceil
+    return df if stride <= 1 else df[(df.step % stride == 0) | (df.step == df.step.max())]
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+def show_error(exc: Exception) -> None:
+    """The message, never the traceback (which goes to the server log)."""
+    log.warning("page error", exc_info=exc)
+    st.error(str(exc) if str(exc) else type(exc).__name__, icon=":material/error:")
+
+
+def guarded(func):
+    """For fragments, which rerun without the page around them: turn exceptions into `st.error`."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - a page shows every error as a message
+            show_error(exc)
+
+    return wrapper
+
+
+# -- run picker and status ---------------------------------------------------------------------
+
+
+def select_run(run_id: str) -> None:
+    """Make `run_id` the selected run from anywhere in a page (applied at the next rerun)."""
+    st.session_state["_pending_run"] = run_id
+    st.session_state["step"] = None
+    st.rerun()
+
+
+def _label(rec) -> str:
+    return f"{rec.name} · {rec.id}"
+
+
+def sidebar() -> None:
+    """The shared sidebar: queue badge and the run picker. Called by app.py before the page runs."""
+    s = store()
+    s.mark_dead_interrupted()
+    if s.count("queued"):
+        worker.ensure_worker(s)
+    runs = s.list_runs()
+    by_id = {r.id: r for r in runs}
+    state = st.session_state
+    if "_pending_run" in state:
+        state["run"] = state.pop("_pending_run")
+    if state.get("run") not in by_id:
+        wanted = st.query_params.get("run")
+        state["run"] = wanted if wanted in by_id else (runs[0].id if runs else None)
+    if "step" not in state:
+        q = st.query_params.get("step", "")
+        state["step"] = int(q) if q.lstrip("-").isdigit() else None
+    with st.sidebar:
+        running, queued = s.count("running"), s.count("queued")
+        if running or queued:
+            st.badge(f"{running} running · {queued} queued", icon=":material/hourglass_top:", color="blue")
+        else:
+            st.badge("idle", icon=":material/bedtime:", color="gray")
+        if not runs:
+            st.caption("No runs yet.")
+            return
+        st.selectbox("Run", list(by_id), key="run", format_func=lambda i: _label(by_id[i]), on_change=_run_changed)
+        rec = by_id[state["run"]]
+        st.badge(rec.status, color=STATUS_COLORS.get(rec.status, "gray"))
+        st.caption(f"{rec.objective} · {rec.dataset} · latent {rec.config.model.latent_dim}")
+    _sync_query_params()
+
+
+def _run_changed() -> None:
+    st.session_state["step"] = None
+
+
+def _sync_query_params() -> None:
+    want = {"run": st.session_state.get("run"), "step": st.session_state.get("step")}
+    for key, value in want.items():
+        if value is None:
+            if key in st.query_params:
+                del st.query_params[key]
+        elif st.query_params.get(key) != str(value):
+            st.query_params[key] = str(value)
+
+
+def current_run():
+    """The selected run's record, or stop the page with a hint when there are no runs."""
+    run_id = st.session_state.get("run")
+    if run_id is None:
+        st.info("No runs yet: launch one on the **Train** page (or `vaeviz train --preset vae-digits`).")
+        st.page_link("views/train.py", label="Go to Train", icon=":material/rocket_launch:")
+        st.stop()
+    return store().get(run_id)
+
+
+def is_active(rec) -> bool:
+    return rec.status in app_state.ACTIVE
+
+
+def run_error(rec) -> None:
+    """A failed, diverged or interrupted run's message."""
+    if rec.status in ("failed", "diverged") and rec.error:
+        st.error(f"Run {rec.status}: {rec.error}", icon=":material/report:")
+    elif rec.status == "interrupted":
+        st.warning(f"Run interrupted: {rec.error or 'its worker stopped'}. Resume it on the **Runs** page.")
+
+
+# -- step scrubber -----------------------------------------------------------------------------
+
+
+def step_scrubber(steps: list[int], key: str, label: str = "Step") -> int | None:
+    """A slider over `steps` that follows the shared step (and the latest step until one is picked)."""
+    if not steps:
+        return None
+    value = app_state.nearest(steps, st.session_state.get("step"))
+    if len(steps) == 1:
+        st.caption(f"{label}: {steps[0]} (the only one so far)")
+        return steps[0]
+    wkey = f"scrub_{key}"
+    if st.session_state.get(wkey) != value:
+        st.session_state[wkey] = value
+    return st.select_slider(label, options=steps, key=wkey, on_change=_step_changed, args=(wkey, steps[-1]))
+
+
+def _step_changed(wkey: str, last: int) -> None:
+    picked = st.session_state[wkey]
+    st.session_state["step"] = None if picked == last else picked  # the last step: keep following new ones
+    _sync_query_params()
+
+
+def teach(text: str, equation: str) -> None:
+    """The page's equation, and its teaching note in an expander."""
+    st.latex(equation)
+    with st.expander("What am I looking at?"):
+        st.markdown(text)

@@ -1,0 +1,42 @@
+"""GECO dynamics: the Lagrange multiplier λ and the constraint's moving average C_ma against step."""
+
+import streamlit as st
+
+from vaeviz import plots
+from views import common
+
+st.title("GECO dynamics")
+rec = common.current_run()
+common.run_error(rec)
+common.teach(
+    "GECO turns the trade-off around: instead of weighting distortion against rate it asks for the smallest rate "
+    "whose reconstruction error stays below a tolerance κ² per pixel. The multiplier λ is the price of the "
+    "constraint: it grows exponentially while the moving average C_ma is positive (constraint violated) and "
+    "decays once it holds, so λ first rises, then settles where reconstruction is just good enough. Try a "
+    "smaller κ and watch λ climb higher and the run move right in the information plane.",
+    r"\min\ R + \lambda\,\hat C,\quad C=\tfrac1d\|x-g(z)\|^2-\kappa^2,\quad "
+    r"C_{ma}\leftarrow\alpha C_{ma}+(1-\alpha)\bar C,\quad \lambda\leftarrow\lambda\,e^{\nu C_{ma}}",
+)
+
+if rec.objective != "geco":
+    st.info(f"This run's objective is `{rec.objective}`: pick a GECO run in the sidebar (preset `geco-digits`).")
+    st.stop()
+df = common.metrics(rec.id, split="train", names=["lambda", "c_ma", "c_batch", "kappa2", "mse"])
+if "lambda" not in set(df.name):
+    st.info("No metrics yet.")
+    st.stop()
+step = common.step_scrubber(sorted(set(common.store().snapshot_steps(rec.id)) | {int(df.step.max())}), "geco",
+                            "Replay up to step")
+df = df[df.step <= max(step, int(df.step.min()))]  # step 0 (before training): the first batch
+w = plots.wide(df)
+first = plots.first_constraint_step(w)
+c1, c2, c3 = st.columns(3)
+c1.metric(f"λ at step {w.index[-1]}", f"{w['lambda'].iloc[-1]:.3g}")
+c2.metric(f"C_ma at step {w.index[-1]}", f"{w.c_ma.iloc[-1]:.2e}")
+c3.metric("constraint first met", f"step {first}" if first is not None else "not yet")
+left, right = st.columns([3, 2])
+left.plotly_chart(plots.geco_dynamics(df), key="geco_chart")
+path = common.metrics(rec.id, names=["rate", "distortion"])
+path = path[path.step <= step]
+right.plotly_chart(plots.information_plane({rec.name: path}, title="Its path in the information plane"),
+                   key="geco_plane")

@@ -1,0 +1,31 @@
+"""σ² evolution: a learned or closed-form decoder variance against step, β = 2σ², the per-pixel σ² map."""
+
+import streamlit as st
+
+from vaeviz import plots
+from views import common
+
+st.title("σ² evolution")
+rec = common.current_run()
+common.run_error(rec)
+common.teach(
+    "A Gaussian decoder with variance σ² weighs the squared error by 1/(2σ²), so it is a β-VAE with β = 2σ² in "
+    "disguise: choosing σ is choosing the balance between reconstruction and rate. The σ-VAE learns σ instead of "
+    "guessing it; with one shared σ its optimum is the batch MSE (σ*², eq. 6), so σ² falls as reconstructions "
+    "improve and the effective β falls with it. Compare the curve with the batch MSE, then try the per-pixel "
+    "variance modes and look at the map: pixels the model cannot predict keep a large σ².",
+    r"-\log p(x|z)=\tfrac d2\log 2\pi + d\log\sigma + \frac{\|x-g(z)\|^2}{2\sigma^2},\qquad "
+    r"\sigma^{*2}=\frac{1}{Bd}\sum_i\|x_i-g(z_i)\|^2,\qquad \beta_{\mathrm{eq}}=2\sigma^2",
+)
+
+df = common.metrics(rec.id, split="train", names=["sigma2", "sigma2_min", "sigma2_max", "mse"])
+if df.empty:
+    st.info("No metrics yet.")
+    st.stop()
+if "sigma2" not in set(df.name):
+    st.info(f"This run ({rec.objective}) has no learned decoder variance; the curve shows the batch MSE, which is "
+            "the closed-form σ*² a σ-VAE would use. Pick a `sigma_vae` run for the full view.")
+step = common.step_scrubber(common.store().snapshot_steps(rec.id), "sigma", "Step of the per-pixel map")
+snap = common.snapshot(rec.id, step) if step is not None else {}
+fig = plots.sigma_evolution(df, snap.get("sigma2"), common.data_shape(rec), step)
+st.plotly_chart(fig, key="sigma_chart")

@@ -1,0 +1,196 @@
+"""Train: pick data, network, objective and knobs (or a preset), launch into the queue, watch it train."""
+
+import streamlit as st
+import torch
+
+from vaeviz import app_state, plots, worker
+from vaeviz.app_state import Knob
+from vaeviz.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaeviz.data import describe_datasets
+from vaeviz.objectives import REGISTRY
+from vaeviz.presets import PRESETS, preset_config
+from vaeviz.train import build
+from views import common
+
+TOY_SETS = ("gaussian_mixture", "lines", "circles", "moons", "pinwheel")
+TOY_ONLY = ("size", "k", "layout", "noise")
+DATA_MAIN = ("name", "path", "n", "per_class")
+MODEL_MAIN = ("arch", "latent_dim", "hidden")
+TRAIN_MAIN = ("steps", "batch_size", "lr", "seed", "device", "eval_every")
+DYNAMICS = {  # the objective's own state beside loss / rate / distortion: (metric names, log scale) per chart
+    "beta_vae": [(["beta"], False)], "sigma_vae": [(["sigma2", "mse"], True)],
+    "geco": [(["lambda"], True), (["c_ma", "c_batch"], False)], "rae": [(["reg", "z_norm"], False)],
+    "beta_tcvae": [(["mi", "tc", "dim_kl"], False)],
+}
+state = st.session_state
+form = state.setdefault("train_form", app_state.flat_config(RunConfig()))  # widget values, kept across pages
+values: dict = {}  # dotted config key -> value of the widgets drawn in this run
+
+
+def widget(k: Knob, scope: str = ""):
+    """One config field as a widget whose bounds and choices are those of the config's validation.
+
+    Objective knobs are scoped by objective (`geco:objective.kappa`), so switching objectives never
+    carries one objective's value into another's knob of the same name.
+    """
+    wid = f"{scope}:{k.key}" if scope else k.key
+    key = "cfg:" + wid
+    if key not in state:
+        value = form.get(wid, k.default)
+        state[key] = ",".join(map(str, value)) if isinstance(value, list) else value
+    label, help = k.key.split(".", 1)[1], k.help or None
+    if k.kind == "select":
+        st.selectbox(label, k.choices, key=key, help=help)
+    elif k.kind == "bool":
+        st.checkbox(label, key=key, help=help)
+    elif k.kind == "int":
+        lo, hi = (None if b is None else int(b) for b in (k.lo, k.hi))
+        st.number_input(label, min_value=lo, max_value=hi, step=1, key=key, help=help)
+    elif k.kind == "float":
+        lo, hi = (None if b is None else float(b) for b in (k.lo, k.hi))
+        st.number_input(label, min_value=lo, max_value=hi, format="%g", key=key, help=help)
+    else:
+        st.text_input(label, key=key, help=help)
+    form[wid] = state[key]
+    values[k.key] = state[key]
+    return state[key]
+
+
+@common.guarded
+def apply_preset() -> None:
+    name = state["preset"]
+    if name in PRESETS:
+        cfg = preset_config(name)
+        for key, value in app_state.flat_config(cfg).items():
+            wid = f"{cfg.objective.name}:{key}" if key.startswith("objective.") and key != "objective.name" else key
+            form[wid] = value
+            state.pop("cfg:" + wid, None)
+
+
+def section(cls, prefix, names=None, skip=()):
+    return [k for k in app_state.knobs(cls, prefix, skip) if names is None or k.key.split(".")[1] in names]
+
+
+def config_form() -> dict:
+    """Every widget of the form; returns the widget values by dotted key."""
+    st.selectbox("Preset", ["(none)", *PRESETS], key="preset", on_change=apply_preset,
+                 help="Load the settings of a seed paper's experiment; edit them before launching.")
+    if state.get("preset") in PRESETS:
+        st.caption(PRESETS[state["preset"]].description)
+    datasets = dict(describe_datasets())
+    c1, c2 = st.columns(2)
+    with c1:
+        st.markdown("**Data**")
+        for k in section(DataConfig, "data", DATA_MAIN):
+            if k.key == "data.name":
+                k.kind, k.choices = "select", list(datasets)
+            if k.key != "data.path" or form.get("data.name") == "npz":
+                widget(k)
+        st.caption(datasets.get(form["data.name"], ""))
+        st.markdown("**Network**")
+        for k in section(ModelConfig, "model", MODEL_MAIN):
+            widget(k)
+    with c2:
+        st.markdown("**Objective**")
+        objective = widget(Knob("objective.name", "select", "vae", list(REGISTRY)))
+        for k in app_state.objective_knobs(objective):
+            widget(k, scope=objective)
+    st.markdown("**Training**")
+    cols = st.columns(3)
+    for i, k in enumerate(section(TrainConfig, "train", TRAIN_MAIN)):
+        with cols[i % 3]:
+            widget(k)
+    st.caption("Device: auto picks " + ("CUDA" if torch.cuda.is_available() else "the CPU (no CUDA here)") + ".")
+    with st.expander("More settings"):
+        extra = section(DataConfig, "data", skip=DATA_MAIN + (() if form["data.name"] in TOY_SETS else TOY_ONLY))
+        extra += section(ModelConfig, "model", skip=MODEL_MAIN) + section(TrainConfig, "train", skip=TRAIN_MAIN)
+        cols = st.columns(4)
+        for i, k in enumerate(extra):
+            with cols[i % 4]:
+                widget(k)
+    return dict(values)
+
+
+
+def launch(values: dict) -> None:
+    """Validate (config, then data and network), enqueue, start a worker; refuse with the config's message."""
+    try:
+        cfg = app_state.build_config(values, state.get("run_name"))
+        build(cfg, torch.device("cpu"))  # loads the data and builds the net: bad files and shapes show here
+    except Exception as exc:  # noqa: BLE001 - ConfigError, DataError or anything the build refuses
+        common.show_error(exc)
+        return
+    s = common.store()
+    run_id = s.create_run(cfg, cfg.name)
+    worker.ensure_worker(s)
+    st.toast(f"Queued run {run_id}")
+    common.select_run(run_id)
+
+
+def active_runs() -> tuple:
+    """(id, status) of every queued or running run: when it changes, the whole page reruns."""
+    s = common.store()
+    return tuple((r.id, r.status) for status in app_state.ACTIVE for r in s.list_runs(status))
+
+
+def run_view(rec) -> None:
+    """Progress, live curves and error of one run."""
+    p = app_state.progress(rec)
+    st.progress(p.fraction, text=f"**{rec.name}** ({rec.status}) · {p.text}")
+    common.run_error(rec)
+    df = common.live_metrics(rec.id)
+    if df.empty:
+        st.caption("Waiting for the first metrics…")
+        return
+    names = ["rate", "distortion"] + (["loss"] if rec.objective != "geco" else [])  # GECO's loss is R + λĈ
+    st.plotly_chart(plots.metric_lines(df, names, title=", ".join(names)), key="live_chart")
+    for i, (names, log_y) in enumerate(DYNAMICS.get(rec.objective, [])):
+        st.plotly_chart(plots.metric_lines(df, names, log_y=log_y, title=", ".join(names)), key=f"live_state{i}")
+
+
+def queue(runs: tuple) -> None:
+    st.subheader("Queue")
+    if not runs:
+        st.caption("Nothing queued or running.")
+        return
+    recs = [common.store().get(run_id) for run_id, _ in runs]
+    st.dataframe([{"name": r.name, "status": r.status, "progress": app_state.progress(r).text, "id": r.id}
+                  for r in recs], hide_index=True)
+
+
+def right_panel() -> None:
+    """The selected run and the queue, polled by a fragment only while some run is queued or running."""
+    at_render = active_runs()
+    run_id = state.get("run")
+    if run_id:
+        st.subheader("Run")
+        active = common.is_active(common.store().get(run_id))
+        if active and st.button("Cancel", icon=":material/stop_circle:", key="cancel"):
+            status = common.store().request_cancel(run_id)
+            st.toast(f"Run {run_id}: {'cancelled' if status == 'cancelled' else 'cancel requested'}")
+        if not active and st.button("Explore", icon=":material/travel_explore:", key="explore"):
+            st.switch_page("views/info_plane.py")
+
+    @st.fragment(run_every=common.POLL_SECONDS if at_render else None)
+    @common.guarded
+    def live():
+        runs = active_runs()
+        if runs != at_render:
+            st.rerun()  # a run started, finished or was queued: redraw the page (sidebar, buttons, polling)
+        if run_id:
+            run_view(common.store().get(run_id))
+        queue(runs)
+
+    live()
+
+
+st.title("Train")
+left, right = st.columns([5, 4], gap="large")
+with left:
+    values = config_form()
+    st.text_input("Run name (optional)", key="run_name")
+    if st.button("Launch", type="primary", icon=":material/rocket_launch:", key="launch"):
+        launch(values)
+with right:
+    right_panel()
+

@@ -1,0 +1,171 @@
+"""Latent traversals: drive the decoder by hand, click codes, interpolate, compare samplers."""
+
+import numpy as np
+import streamlit as st
+
+from vaeviz import app_state, plots
+from vaeviz.analysis.batching import decode_batched
+from vaeviz.analysis.traversal import decode_manifold, interpolate, traversal_grid
+from vaeviz.train import checkpoint_steps
+from views import common
+
+SHOWN_DIMS = 10
+SCALE = 3.0  # slider range ±SCALE: the prior puts 99.7% of each coordinate inside it
+state = st.session_state
+
+st.title("Latent traversals")
+rec = common.current_run()
+common.run_error(rec)
+common.teach(
+    "The decoder g maps every latent code z to an image. Drag one coordinate at a time and watch which factor "
+    "of the image it controls: a β-VAE with a large β tends to give each slider one meaning, a plain VAE mixes "
+    "them, and dimensions the encoder switched off change nothing. Click a point in the scatter to load its "
+    "code, interpolate between two codes, and compare samples from the prior with samples from a Gaussian or a "
+    "10-component GMM fitted to the training codes (ex-post density, Ghosh et al. 2020). Spherical "
+    "interpolation stays on the shell where Gaussian codes live:",
+    r"\hat x = g(z),\qquad \operatorname{slerp}(a,b;t)=\frac{\sin((1-t)\omega)}{\sin\omega}\,a"
+    r"+\frac{\sin(t\omega)}{\sin\omega}\,b,\quad \cos\omega=\hat a^\top\hat b",
+)
+
+steps = checkpoint_steps(common.store().artifact_dir(rec.id))
+if not steps:
+    st.info(f"No weights saved yet: checkpoints are written every {rec.config.train.checkpoint_every} steps and "
+            "at the end of training.")
+    st.stop()
+setup, step = common.model(rec.id, common.step_scrubber(steps, "traversals", "Checkpoint step"))
+model, data = setup.model, setup.data
+L = model.latent_dim
+
+
+def zkey(d: int) -> str:
+    return f"z_{rec.id}_{d}"
+
+
+def code() -> np.ndarray:
+    """The current code (L,), kept outside the slider widgets so it survives views that hide them."""
+    return state.setdefault(f"code_{rec.id}", np.zeros(L, np.float32))
+
+
+def set_code(z) -> None:
+    state[f"code_{rec.id}"] = np.clip(np.asarray(z, np.float32), -SCALE, SCALE)
+    for d in range(L):
+        state[zkey(d)] = float(state[f"code_{rec.id}"][d])
+
+
+def slider_moved(d: int) -> None:
+    code()[d] = state[zkey(d)]
+
+
+def figure(images: np.ndarray, fig, rows: int) -> None:
+    """An image figure from plots (sized to its `rows` of images), or the decoded points of vector data."""
+    if data.is_image:
+        st.plotly_chart(fig(images).update_layout(height=min(900, 110 + 95 * rows)))
+    else:
+        st.plotly_chart(plots.points_figure({"decoded": images.reshape(-1, images.shape[-1])}, lines=False))
+
+
+@st.cache_data(show_spinner="Encoding held-out points…", max_entries=8)
+def probe_codes(run_id: str, ckpt: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """μ and labels of the first 1,000 held-out points under the weights at `ckpt`."""
+    from vaeviz.samplers import encode_latents
+
+    mu = encode_latents(model, data.x_eval[:1000]).astype(np.float32)
+    return mu, None if data.y_eval is None else data.y_eval[:1000]
+
+
+@common.guarded
+def load_clicked() -> None:
+    """plotly on_select callback: copy the clicked point's code into the sliders."""
+    points = state["latent_click"].selection.points
+    if points:
+        mu, _ = probe_codes(rec.id, step)
+        i = int(np.atleast_1d(points[0]["customdata"])[0])
+        set_code(mu[i])
+        state["clicked"] = [i, *state.get("clicked", [])][:2]
+
+
+@st.fragment
+@common.guarded
+def explore() -> None:
+    """Scatter, sliders and decoded image; the whole panel reruns alone when a slider moves or a point is clicked."""
+    mu, labels = probe_codes(rec.id, step)
+    z = code()
+    left, mid, right = st.columns([5, 3, 2])
+    with left:
+        dims = (0, min(1, L - 1))
+        if L > 2:
+            a, b = st.columns(2)
+            dims = (a.selectbox("x axis", range(L), 0, key="sx", format_func=lambda d: f"z{d + 1}"),
+                    b.selectbox("y axis", range(L), 1, key="sy", format_func=lambda d: f"z{d + 1}"))
+        fig = app_state.latent_scatter(mu, labels, dims, data.class_names, marker=z)
+        st.plotly_chart(fig, key="latent_click", on_select=load_clicked, selection_mode="points")
+        st.caption("Click a point: its code μ(x) goes into the sliders (★ marks the sliders' code).")
+    with mid:
+        extra = []
+        if L > SHOWN_DIMS:
+            extra = st.multiselect("More dimensions", list(range(SHOWN_DIMS, L)), key=f"extra_{rec.id}",
+                                   format_func=lambda d: f"z{d + 1}")
+        for d in [*range(min(L, SHOWN_DIMS)), *extra]:
+            if zkey(d) not in state:
+                state[zkey(d)] = float(z[d])
+            st.slider(f"z{d + 1}", -SCALE, SCALE, step=0.05, key=zkey(d), on_change=slider_moved, args=(d,))
+        st.button("Reset to 0", key="reset_z", on_click=set_code, args=(np.zeros(L),))
+    with right:
+        x = decode_batched(model, z[None])  # (1, D)
+        if data.is_image:
+            img = app_state.as_images(x, data.shape)[0]
+            st.image(app_state.upscale(img, max(1, 200 // data.shape[-1])), caption="g(z)", output_format="PNG")
+        else:
+            st.metric("g(z)", ", ".join(f"{v:.3f}" for v in x[0]))
+
+
+def grid() -> None:
+    values = np.linspace(-SCALE, SCALE, st.slider("values per dimension", 5, 15, 9, 2, key="n_values"))
+    dims = list(range(min(L, SHOWN_DIMS)))
+    _, images = traversal_grid(model, code(), values, dims)  # (dims, V, D)
+    st.caption(f"Row r sweeps z_r over [−{SCALE:g}, {SCALE:g}]; the other coordinates stay at the sliders' code.")
+    figure(images, lambda im: plots.traversal_figure(im, data.shape, values, dims), len(dims))
+    if data.is_image:
+        png = app_state.png_bytes(np.nan_to_num(plots.mosaic(images, data.shape), nan=1.0), 4)
+        st.download_button("Download grid (PNG)", png, file_name=f"{rec.id}-step{step}-traversal.png",
+                           mime="image/png", icon=":material/download:", key="grid_png")
+    if L >= 2:
+        res = 12
+        codes, images = decode_manifold(model, res, dims=(0, 1), base=code())
+        st.caption("The decoded manifold over z1 and z2 at prior quantiles, other coordinates at the sliders' code.")
+        figure(images, lambda im: plots.manifold_figure(im, data.shape, codes[0, :, 0], codes[:, 0, 1]), res)
+
+
+def interpolation() -> None:
+    mu, _ = probe_codes(rec.id, step)
+    clicked = state.get("clicked", [])
+    c1, c2, c3 = st.columns(3)
+    a = c1.number_input("from held-out example", 0, len(mu) - 1, clicked[1] if len(clicked) > 1 else 0, key="ia")
+    b = c2.number_input("to held-out example", 0, len(mu) - 1, clicked[0] if clicked else 1, key="ib")
+    n = c3.slider("steps", 3, 16, 10, key="isteps")
+    strips = {kind: interpolate(model, mu[a], mu[b], n, kind)[1] for kind in ("lerp", "slerp")}
+    figure(np.stack(list(strips.values())), lambda im: plots.interpolation_strip(strips, data.shape), 2)
+    st.caption("The last two points you clicked in the scatter are the default endpoints.")
+
+
+@st.cache_data(show_spinner="Fitting the ex-post samplers…", max_entries=8)
+def gallery(run_id: str, ckpt: int, n: int, seed: int) -> dict[str, np.ndarray]:
+    from vaeviz.samplers import GaussianSampler, GMMSampler, decode_samples, encode_latents
+
+    codes = encode_latents(model, data.x_train)
+    prior = decode_batched(model, np.random.default_rng(seed).standard_normal((n, L)).astype(np.float32))
+    return {"prior N(0, I)": prior,
+            "single Gaussian": decode_samples(model, GaussianSampler().fit(codes), n, seed).reshape(n, -1),
+            "GMM (k = 10)": decode_samples(model, GMMSampler(10, seed=seed).fit(codes), n, seed).reshape(n, -1)}
+
+
+def samples() -> None:
+    seed = st.number_input("seed", 0, 10_000, 0, key="gseed")
+    galleries = gallery(rec.id, step, 20, seed)
+    st.caption("20 samples each: from the prior, and from densities fitted to the training codes μ(x).")
+    figure(np.concatenate(list(galleries.values())), lambda im: plots.sample_gallery(galleries, data.shape), 6)
+
+
+VIEWS = {"Sliders": explore, "Traversal grid": grid, "Interpolation": interpolation, "Samples": samples}
+view = st.segmented_control("View", list(VIEWS), default="Sliders", key="tview", required=True)
+VIEWS[view or "Sliders"]()
