@@ -220,6 +220,7 @@ def test_compare_launches_one_run_per_objective(homes, monkeypatch, no_worker):
     try:
         assert sorted(r.objective for r in new) == ["beta_vae", "rae", "vae"]
         base = store.get(ids["geco"]).config
+        assert len({r.batch for r in new}) == 1 and new[0].batch is not None  # queued as one batch
         for r in new:
             assert r.status == "queued"
             assert (r.config.data, r.config.model, r.config.train) == (base.data, base.model, base.train)

@@ -224,6 +224,15 @@ def step_scrubber(steps: list[int], key: str, label: str = "Step") -> int | None
     return st.select_slider(label, options=steps, key=wkey, on_change=_step_changed, args=(wkey, steps[-1]))
 
 
+def snapshot_step(run_id: str, key: str) -> int:
+    """The scrubbed step among a run's posterior snapshots; stops the page with a note while there are none."""
+    steps = store().snapshot_steps(run_id)
+    if not steps:
+        st.info("No snapshot yet: the probe set is encoded at step 0 and every `train.eval_every` steps.")
+        st.stop()
+    return step_scrubber(steps, key)
+
+
 def _step_changed(wkey: str, last: int) -> None:
     picked = st.session_state[wkey]
     st.session_state["step"] = None if picked == last else picked  # the last step: keep following new ones

@@ -22,12 +22,13 @@ with st.expander("Launch a comparison: same data, network and seed under several
                  expanded=len(runs) < 2):
     st.caption(f"Based on **{rec.name}**: {rec.dataset}, {rec.config.model.arch} {rec.config.model.hidden}, "
                f"latent {rec.config.model.latent_dim}, seed {rec.config.train.seed}, {rec.config.train.steps} "
-               "steps. Each objective starts from its default knobs.")
+               "steps. Each objective starts from its default knobs; they train together as one batched model.")
     objectives = st.multiselect("Objectives", list(REGISTRY), default=["vae", "beta_vae", "sigma_vae", "geco"],
                                 key="cmp_objectives")
     if st.button("Launch comparison", icon=":material/rocket_launch:", key="cmp_launch"):
         try:
-            ids = [s.create_run(cfg, cfg.name) for cfg in app_state.comparison_configs(rec.config, objectives)]
+            cfgs = app_state.comparison_configs(rec.config, objectives)
+            ids = s.create_batch(cfgs, [cfg.name for cfg in cfgs])  # one worker trains them as one batched model
         except Exception as exc:  # noqa: BLE001 - ConfigError shown as its message
             common.show_error(exc)
         else:

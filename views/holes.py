@@ -21,12 +21,7 @@ common.teach(
     r"\qquad \mathrm{KL}\big(q(z)\,\|\,p(z)\big)",
 )
 
-s = common.store()
-steps = s.snapshot_steps(rec.id)
-if not steps:
-    st.info("No snapshot yet: the probe set is encoded at step 0 and every `train.eval_every` steps.")
-    st.stop()
-step = common.step_scrubber(steps, "holes")
+step = common.snapshot_step(rec.id, "holes")
 L = rec.config.model.latent_dim
 c1, c2, c3 = st.columns(3)
 tau = c1.select_slider("τ", [0.01, 0.03, 0.1, 0.3, 1.0], 0.1, key="tau", help="q/p below τ counts as a hole")

@@ -21,12 +21,7 @@ common.teach(
     r"\{z : (z-\mu)^\top\Sigma^{-1}(z-\mu)=1\}=\{\mu + L u : \|u\|=1\},\; LL^\top=\Sigma",
 )
 
-s = common.store()
-steps = s.snapshot_steps(rec.id)
-if not steps:
-    st.info("No snapshot yet: the probe set is encoded at step 0 and every `train.eval_every` steps.")
-    st.stop()
-step = common.step_scrubber(steps, "tiling")
+step = common.snapshot_step(rec.id, "tiling")
 snap = common.snapshot(rec.id, step)
 mu, logvar, tril, labels = snap["mu"], snap.get("logvar"), snap.get("scale_tril"), snap.get("labels")
 L = mu.shape[1]
