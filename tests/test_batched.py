@@ -95,3 +95,16 @@ def test_worker_trains_a_queued_batch_as_one_and_stores_each_run():
         np.testing.assert_allclose(got["value"].to_numpy(), expect.series("loss")[1], rtol=1e-4)
         assert store.snapshot_steps(run_id) == [0, 30]
     assert store.get(solo_id).batch is None and store.get(solo_id).status == "done"
+
+
+@pytest.mark.parametrize("net", [["model.covariance=full"], ["model.arch=conv", "model.hidden=8,16"],
+                                 ["objective.name=sigma_vae", "objective.variance=network", "objective.warmup_steps=5"]])
+def test_full_covariance_conv_and_variance_head_batches_match_solo(net):
+    cfgs = [c.with_overrides(net) for c in _cfgs(12, ["train.seed=0"], ["train.seed=3"])]
+    solo = [MemorySink() for _ in cfgs]
+    for cfg, sink in zip(cfgs, solo):
+        train(cfg, sink)
+    together = [MemorySink() for _ in cfgs]
+    train_batched(cfgs, together)
+    for a, b in zip(solo, together):
+        np.testing.assert_allclose(b.series("loss")[1], a.series("loss")[1], rtol=1e-4, atol=1e-5)

@@ -58,8 +58,54 @@ class Stacked:
 
         return vmap(one)(self.params, self.buffers, inputs)
 
-    def member(self, k: int) -> dict[str, torch.Tensor]:
-        return {name: p[k] for name, p in self.params.items()}
+    def member(self, name: str, stacked: torch.Tensor, k: int) -> torch.Tensor:
+        """Run k's slice of a stacked tensor (a parameter or its Adam moment), in the module's layout."""
+        return stacked[k]
+
+
+class StackedMLP:
+    """K MLP encoders or decoders (`vaeviz.nets.MLPEncoder`/`MLPDecoder`) as one chain of batched
+    matmuls: each linear layer's weights are one (K, in, out) leaf and its bias one (K, 1, out) leaf,
+    so a layer is a single `baddbmm` and its backward needs no transposed copies."""
+
+    def __init__(self, modules: list[torch.nn.Module], flatten: Callable):
+        self.first, self.flatten = modules[0], flatten
+        linears = [n for n, m in self.first.named_modules() if isinstance(m, torch.nn.Linear)]
+        self.params = {}
+        for name in linears:
+            layers = [m.get_submodule(name) for m in modules]
+            self.params[f"{name}.weight"] = torch.stack([m.weight.detach().T for m in layers]).requires_grad_()
+            self.params[f"{name}.bias"] = torch.stack([m.bias.detach()[None] for m in layers]).requires_grad_()
+        self.body = [name for name in linears if name.startswith("body.")]
+
+    def _linear(self, name: str, h: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.params[f"{name}.bias"], h, self.params[f"{name}.weight"])  # (K, B, out)
+
+    def __call__(self, inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        h = inputs.flatten(2)  # (K, B, in)
+        for name in self.body:
+            h = torch.relu(self._linear(name, h))
+        if hasattr(self.first, "head"):  # an encoder: the Gaussian head splits (K, B, L + E)
+            return self.flatten(self.first.head.posterior(self._linear("head.out", h)))
+        log_sigma = self._linear("log_sigma", h) if self.first.log_sigma is not None else None
+        return self.flatten(DecoderOut(self._linear("out", h), log_sigma))
+
+    def member(self, name: str, stacked: torch.Tensor, k: int) -> torch.Tensor:
+        return stacked[k].T if name.endswith("weight") else stacked[k, 0]
+
+    @staticmethod
+    def fits(modules: list[torch.nn.Module]) -> bool:
+        """Plain MLP encoders/decoders (no spectral norm), as `vaeviz.nets` builds them."""
+        from vaeviz.nets import MLPDecoder, MLPEncoder
+
+        plain = all(type(m) in (torch.nn.Linear, torch.nn.ReLU, torch.nn.Sequential, MLPEncoder, MLPDecoder)
+                    or m.__class__.__name__ == "GaussianHead" for mod in modules for m in mod.modules())
+        return plain and isinstance(modules[0], (MLPEncoder, MLPDecoder))
+
+
+def _stack(modules: list[torch.nn.Module], flatten: Callable) -> Stacked | StackedMLP:
+    """Batched matmuls for plain MLPs, `vmap` over the module for anything else (conv nets)."""
+    return StackedMLP(modules, flatten) if StackedMLP.fits(modules) else Stacked(modules, flatten)
 
 
 def _posterior_tensors(q: Posterior) -> tuple[torch.Tensor, ...]:
@@ -100,8 +146,8 @@ class BatchedTrainer:
         if len(specs) > 1:
             raise ConfigError("runs in one batch must need the same network (e.g. no RAE beside a VAE)")
         self.kind = self._posterior_kind()
-        self.enc = Stacked([lp.s.model.encoder for lp in self.loops], _posterior_tensors)
-        self.dec = Stacked([lp.s.model.decoder for lp in self.loops], _decoder_tensors)
+        self.enc = _stack([lp.s.model.encoder for lp in self.loops], _posterior_tensors)
+        self.dec = _stack([lp.s.model.decoder for lp in self.loops], _decoder_tensors)
         self.opt = self._optimizer(cfgs[0].train.lr)
         self.outcomes: list[TrainResult | Exception | None] = [None] * len(cfgs)
 
@@ -143,11 +189,12 @@ class BatchedTrainer:
             self.loops[k].s.objective.after_step(losses[k], t)
             self.loops[k].buffer.add(t, losses[k].terms)
 
-    def _pairs(self, k: int) -> list[tuple[torch.Tensor, torch.Tensor, int | None]]:
-        """(run k's own parameter, the optimised tensor holding it, its index in that tensor or None)."""
+    def _pairs(self, k: int) -> list[tuple[torch.Tensor, torch.Tensor, tuple | None]]:
+        """(run k's own parameter, the optimised tensor holding it, (stack, name, k) to slice it, or None
+        for an objective's own parameter, which is optimised as it is)."""
         model, pairs = self.loops[k].s.model, []
         for module, stack in ((model.encoder, self.enc), (model.decoder, self.dec)):
-            pairs += [(p, stack.params[name], k) for name, p in module.named_parameters()]
+            pairs += [(p, stack.params[name], (stack, name, k)) for name, p in module.named_parameters()]
         return pairs + [(p, p, None) for p in self.loops[k].s.objective.parameters()]
 
     def sync_member(self, k: int) -> None:
@@ -156,12 +203,11 @@ class BatchedTrainer:
         lp = self.loops[k]
         lp.opt.state.clear()
         with torch.no_grad():
-            for own, leaf, idx in self._pairs(k):
-                if idx is not None:
-                    own.copy_(leaf[idx])
+            for own, leaf, where in self._pairs(k):
+                own.copy_(_part(leaf, where))
                 state = self.opt.state.get(leaf)
                 if state:
-                    lp.opt.state[own] = {n: (v[idx] if idx is not None and v.dim() > 0 else v).clone()
+                    lp.opt.state[own] = {n: _part(v, where).clone(memory_format=torch.contiguous_format)
                                          for n, v in state.items()}
 
     def run(self) -> list[TrainResult | Exception]:
@@ -200,6 +246,14 @@ class BatchedTrainer:
                 action(self.loops[k])
             except (Diverged, Cancelled) as exc:
                 self.outcomes[k] = exc
+
+
+def _part(t: torch.Tensor, where: tuple | None) -> torch.Tensor:
+    """One run's slice of a stacked tensor; scalars (Adam's step) and unstacked tensors as they are."""
+    if where is None or t.dim() == 0:
+        return t
+    stack, name, k = where
+    return stack.member(name, t, k)
 
 
 def train_batched(cfgs: list[RunConfig], sinks: list, workdirs=None, should_stop=None) -> list:

@@ -57,14 +57,17 @@ class GaussianHead(nn.Module):
             self.register_buffer("tril_idx", torch.tril_indices(latent_dim, latent_dim), persistent=False)
 
     def forward(self, h: torch.Tensor) -> Posterior:
-        out = self.out(h)
-        mu, rest = out[:, : self.latent_dim], out[:, self.latent_dim :]  # (B, L), (B, E)
+        return self.posterior(self.out(h))
+
+    def posterior(self, out: torch.Tensor) -> Posterior:
+        """Split the head's output (..., L + E) into the posterior's parameters (any leading dims)."""
+        mu, rest = out[..., : self.latent_dim], out[..., self.latent_dim :]  # (..., L), (..., E)
         if self.kind == "deterministic":
             return Posterior(mu)
         if self.kind == "diag":
             return Posterior(mu, logvar=rest)
-        tril = out.new_zeros(out.shape[0], self.latent_dim, self.latent_dim)
-        tril[:, self.tril_idx[0], self.tril_idx[1]] = rest
+        tril = out.new_zeros(*out.shape[:-1], self.latent_dim, self.latent_dim)
+        tril[..., self.tril_idx[0], self.tril_idx[1]] = rest
         diag = torch.diagonal(tril, dim1=-2, dim2=-1)
         tril = tril - torch.diag_embed(diag) + torch.diag_embed(torch.exp(0.5 * diag))  # positive diagonal
         return Posterior(mu, scale_tril=tril)
