@@ -7,7 +7,7 @@ comparison trains K MLP VAEs that share data and network (different seeds) as on
 (except the first encoder layer, whose input needs none). Elementwise work is not counted.
 A single run of the same network is timed alongside for `ratio_batched_vs_single`.
 
-Usage: python benchmarks/bench_limit.py [--k 8] [--steps 200] [--repeats 5] [--case mnist|digits]
+Usage: python benchmarks/bench_limit.py [--k 8] [--steps 200] [--repeats 5] [--case digits|mnist]
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=8)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--case", default="mnist", choices=sorted(CASES))
+    parser.add_argument("--case", default="digits", choices=sorted(CASES))
     args = parser.parse_args()
     threads = torch.get_num_threads()
     common = CASES[args.case] + [f"train.steps={args.steps}", f"train.eval_every={args.steps}",
