@@ -31,11 +31,28 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--
 TINY = {"data.name": "digits", "model.hidden": "64,64", "train.eval_every": 100, "train.checkpoint_every": 500}
 EXPLORE = [("Information plane", "info_plane_chart"), ("Posterior tiling", "tiling_chart"),
            ("Holes", "holes_chart"), ("σ² evolution", "sigma_chart"), ("Latent traversals", "latent_click")]
+PATHS = {"Information plane": "info_plane", "Posterior tiling": "tiling", "Holes": "holes", "σ² evolution": "sigma",
+         "Latent traversals": "traversals", "Compare": "compare", "Runs": "runs"}
 
 pytestmark = [
-    pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(300),
+    pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(480),
     pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium (Debian's chromium: `make chromium`)"),
 ]
+
+
+def open_page(pg, title: str) -> None:
+    """Click a navigation link until the URL shows its page: a click that lands while the app is rerunning
+    (e.g. the Train page's fragment noticing the run ended) can be dropped by the browser."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for _ in range(4):
+        pg.get_by_role("link", name=title).click()
+        try:
+            pg.wait_for_url(re.compile(rf"/{PATHS[title]}(\?|$)"), timeout=10_000)
+            return
+        except PlaywrightTimeout:
+            continue
+    raise AssertionError(f"the {title} link never opened its page")
 
 
 def free_port() -> int:
@@ -178,7 +195,7 @@ def test_train_watch_reload_explore_compare(server, page):
         time.sleep(1)
     assert store.get(run_id).status == "done", store.get(run_id).error
     for title, key in EXPLORE:
-        pg.get_by_role("link", name=title).click()
+        open_page(pg, title)
         settle(pg)
         pg.wait_for_selector(f".st-key-{key} .js-plotly-plot", timeout=60_000)
         no_exception(pg)
@@ -213,7 +230,7 @@ def test_train_watch_reload_explore_compare(server, page):
     shot(pg, "geco")
 
     # compare the new run with the reference run
-    pg.get_by_role("link", name="Compare").click()
+    open_page(pg, "Compare")
     settle(pg)
     pg.wait_for_selector(".st-key-cmp_plane .js-plotly-plot")
     names = pg.evaluate("() => document.querySelector('.st-key-cmp_plane .js-plotly-plot').data.map(t => t.name)")
@@ -221,7 +238,7 @@ def test_train_watch_reload_explore_compare(server, page):
     no_exception(pg)
     shot(pg, "compare")
 
-    pg.get_by_role("link", name="Runs").click()
+    open_page(pg, "Runs")
     settle(pg)
     no_exception(pg)
     shot(pg, "runs")
