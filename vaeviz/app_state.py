@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vaeviz.config import ConfigError, RunConfig, _base_type
+from vaeviz.config import ConfigError, RunConfig, base_type
 from vaeviz.runs import RunRecord, RunStore
 from vaeviz.train import checkpoint_steps
 
@@ -107,7 +107,7 @@ def knobs(cls, prefix: str, skip: tuple[str, ...] = ()) -> list[Knob]:
         if f.name in skip:
             continue
         meta = dict(f.metadata)
-        base, optional = _base_type(hints[f.name])
+        base, optional = base_type(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         if meta.get("choices") is not None:
             kind = "select"

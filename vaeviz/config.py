@@ -43,7 +43,7 @@ def _allowed(meta: dict) -> str:
     return "a valid value"
 
 
-def _base_type(tp):
+def base_type(tp):
     """Strip Optional[...] and return (type, optional)."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -54,7 +54,7 @@ def _base_type(tp):
 
 def coerce(key: str, value: Any, tp) -> Any:
     """Convert `value` (possibly a string from the command line) to the field type `tp`."""
-    base, optional = _base_type(tp)
+    base, optional = base_type(tp)
     if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null", "")):
         if optional:
             return None
