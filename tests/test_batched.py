@@ -97,8 +97,11 @@ def test_worker_trains_a_queued_batch_as_one_and_stores_each_run():
     assert store.get(solo_id).batch is None and store.get(solo_id).status == "done"
 
 
-@pytest.mark.parametrize("net", [["model.covariance=full"], ["model.arch=conv", "model.hidden=8,16"],
-                                 ["objective.name=sigma_vae", "objective.variance=network", "objective.warmup_steps=5"]])
+NETS = [["model.covariance=full"], ["model.arch=conv", "model.hidden=8,16"],
+        ["objective.name=sigma_vae", "objective.variance=network", "objective.warmup_steps=5"]]
+
+
+@pytest.mark.parametrize("net", NETS)
 def test_full_covariance_conv_and_variance_head_batches_match_solo(net):
     cfgs = [c.with_overrides(net) for c in _cfgs(12, ["train.seed=0"], ["train.seed=3"])]
     solo = [MemorySink() for _ in cfgs]
