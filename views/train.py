@@ -146,6 +146,10 @@ def run_view(rec) -> None:
     st.plotly_chart(plots.metric_lines(df, names, title=", ".join(names)), key="live_chart")
     for i, (names, log_y) in enumerate(DYNAMICS.get(rec.objective, [])):
         st.plotly_chart(plots.metric_lines(df, names, log_y=log_y, title=", ".join(names)), key=f"live_state{i}")
+    if rec.objective == "beta_tcvae":
+        st.caption("These are the minibatch estimates the loss uses. With a small batch from a large dataset they "
+                   "carry large constant offsets (about log N for MI and (L−1)·log N for TC, dimKL negative); "
+                   "read their trends, not their levels. Their sum is the batch KL, the rate.")
 
 
 def queue(runs: tuple) -> None:
