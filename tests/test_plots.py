@@ -190,3 +190,14 @@ def test_metrics_table_and_lines(store):
     lines = plots.metric_lines(store.metrics(store.ids["β=1"]), ["loss", "rate", "missing"], log_y=True)
     assert [t.name for t in lines.data] == ["loss", "rate"] and len(lines.data[0].x) == 100
     assert lines.layout.yaxis.type == "log" and not math.isnan(lines.data[0].y[-1])
+
+
+def test_latent_scatter_one_trace_per_class_with_row_indices_as_customdata():
+    from vaeviz.plots import latent_scatter
+
+    mu = np.arange(12, dtype=float).reshape(6, 2)
+    fig = latent_scatter(mu, [0, 1, 0, 1, 2, 2], class_names=["a", "b", "c"], marker=np.array([0.5, -0.5]))
+    assert [t.name for t in fig.data] == ["a", "b", "c", "sliders' z"]
+    assert [list(t.customdata) for t in fig.data[:3]] == [[0, 2], [1, 3], [4, 5]]
+    np.testing.assert_array_equal(fig.data[1].x, mu[[1, 3], 0])
+    assert fig.data[3].marker.symbol == "star" and fig.layout.clickmode == "event+select"

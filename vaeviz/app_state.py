@@ -188,31 +188,3 @@ def png_bytes(img: np.ndarray, scale: int = 1) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")
     return buf.getvalue()
-
-
-def latent_scatter(mu: np.ndarray, labels, dims=(0, 1), class_names=None, marker=None):
-    """Codes μ (N, L) on two dimensions, one trace per class, each point's row index as `customdata`
-    (what a click hands back to the page); `marker` (L,) is drawn as a star.
-
-    Belongs in `vaeviz.plots` (which has no clickable latent scatter yet); kept here until it moves there.
-    """
-    import plotly.graph_objects as go
-    from plotly.colors import qualitative
-
-    colours = qualitative.Plotly + qualitative.D3
-    labels = np.zeros(len(mu), int) if labels is None else np.asarray(labels)
-    fig = go.Figure()
-    for k in np.unique(labels):
-        idx = np.flatnonzero(labels == k)
-        name = class_names[int(k)] if class_names is not None and int(k) < len(class_names) else f"class {k}"
-        fig.add_trace(go.Scatter(x=mu[idx, dims[0]], y=mu[idx, dims[1]], customdata=idx, mode="markers", name=name,
-                                 marker=dict(size=6, color=colours[int(k) % len(colours)], opacity=0.7),
-                                 hovertemplate="example %{customdata}<extra>" + name + "</extra>"))
-    if marker is not None:
-        fig.add_trace(go.Scatter(x=[marker[dims[0]]], y=[marker[dims[1]]], mode="markers", name="sliders' z",
-                                 marker=dict(symbol="star", size=16, color="black"), hoverinfo="skip"))
-    fig.update_layout(title="Codes μ(x) of held-out examples", clickmode="event+select",  # no template: 50 ms less
-                      margin=dict(l=50, r=20, t=50, b=40), legend=dict(orientation="h", y=-0.15))
-    fig.update_xaxes(title_text=f"z{dims[0] + 1}")
-    fig.update_yaxes(title_text=f"z{dims[1] + 1}", scaleanchor="x", scaleratio=1)
-    return fig

@@ -97,7 +97,7 @@ def explore() -> None:
             a, b = st.columns(2)
             dims = (a.selectbox("x axis", range(L), 0, key="sx", format_func=lambda d: f"z{d + 1}"),
                     b.selectbox("y axis", range(L), 1, key="sy", format_func=lambda d: f"z{d + 1}"))
-        fig = app_state.latent_scatter(mu, labels, dims, data.class_names, marker=z)
+        fig = plots.latent_scatter(mu, labels, dims, data.class_names, marker=z)
         st.plotly_chart(fig, key="latent_click", on_select=load_clicked, selection_mode="points")
         st.caption("Click a point: its code μ(x) goes into the sliders (★ marks the sliders' code).")
     with mid:
