@@ -24,6 +24,7 @@ from vaeviz.config import ConfigError, RunConfig
 from vaeviz.distributions import Posterior
 from vaeviz.nets import DecoderOut
 from vaeviz.objectives.base import Pass
+from vaeviz.optim import FastAdam, flushed_denormals
 from vaeviz.train import FLUSH_SECONDS, Cancelled, Diverged, TrainResult, _Loop, build, make_optimizer
 
 SHARED = ("data", "model", "train.steps", "train.batch_size", "train.lr", "train.device", "train.eval_every",
@@ -116,13 +117,27 @@ def _decoder_tensors(out: DecoderOut) -> tuple[torch.Tensor, ...]:
     return (out.logits,) if out.log_sigma is None else (out.logits, out.log_sigma)
 
 
-def _posterior(kind: str, parts: tuple[torch.Tensor, ...], k: int) -> Posterior:
-    mu = parts[0][k]
+def _posterior(kind: str, parts: tuple[torch.Tensor, ...]) -> Posterior:
+    """The posterior held by `parts` (mu, then logvar or scale_tril), for any leading dims."""
     if kind == "diag":
-        return Posterior(mu, logvar=parts[1][k])
+        return Posterior(parts[0], logvar=parts[1])
     if kind == "full":
-        return Posterior(mu, scale_tril=parts[1][k])
-    return Posterior(mu)
+        return Posterior(parts[0], scale_tril=parts[1])
+    return Posterior(parts[0])
+
+
+def _solo_noise(device: torch.device) -> torch.Generator | None:
+    """A generator in the state the device's default RNG has now: the stream a solo run of the
+    member just built would draw its reparameterisation noise from (None where not supported)."""
+    if device.type == "cuda":
+        source = torch.cuda.default_generators[device.index or torch.cuda.current_device()]
+    elif device.type == "cpu":
+        source = torch.default_generator
+    else:
+        return None
+    gen = torch.Generator(device=device)
+    gen.set_state(source.get_state())
+    return gen
 
 
 class BatchedTrainer:
@@ -133,12 +148,12 @@ class BatchedTrainer:
         check_batchable(cfgs)
         workdirs = workdirs or [None] * len(cfgs)
         should_stop = should_stop or [lambda: False] * len(cfgs)
-        self.loops, self.rng = [], []
+        self.loops, self.noise = [], []
         for cfg, sink, wd, stop in zip(cfgs, sinks, workdirs, should_stop):
             setup = build(cfg)
             if setup.objective.needs_model or setup.objective.net_spec().spectral_norm:
                 raise ConfigError(f"objective '{cfg.objective.name}' with these knobs cannot train batched")
-            self.rng.append(torch.get_rng_state())  # the state a solo run would sample from
+            self.noise.append(_solo_noise(setup.device))
             gen = torch.Generator(device=setup.device).manual_seed(cfg.train.seed)
             wd = Path(wd) if wd is not None else None
             self.loops.append(_Loop(cfg, setup, make_optimizer(setup, cfg.train.lr), gen, sink, wd, stop, None))
@@ -155,10 +170,10 @@ class BatchedTrainer:
         spec, cfg = self.loops[0].s.objective.net_spec(), self.loops[0].cfg
         return cfg.model.covariance if spec.stochastic else "deterministic"
 
-    def _optimizer(self, lr: float) -> torch.optim.Optimizer:
+    def _optimizer(self, lr: float) -> FastAdam:
         params = list(self.enc.params.values()) + list(self.dec.params.values())
         params += [p for lp in self.loops for p in lp.s.objective.parameters()]
-        return torch.optim.Adam(params, lr=lr, fused=self.loops[0].s.device.type in ("cpu", "cuda"))
+        return FastAdam(params, lr)
 
     @property
     def live(self) -> list[int]:
@@ -169,25 +184,31 @@ class BatchedTrainer:
         live = self.live
         x = torch.stack([lp.x[torch.randint(0, lp.x.shape[0], (lp.cfg.train.batch_size,), generator=lp.gen,
                                             device=lp.x.device)] for lp in self.loops])  # (K, B, *shape)
-        q_parts = self.enc(x)
-        zs = []
-        for k in range(len(self.loops)):
-            torch.set_rng_state(self.rng[k])
-            zs.append(_posterior(self.kind, q_parts, k).rsample())  # (B, L), run k's own noise
-            self.rng[k] = torch.get_rng_state()
-        out = self.dec(torch.stack(zs))  # (K, B, D)
+        q_parts = self.enc(x)  # each (K, B, ...)
+        z = self._sample(_posterior(self.kind, q_parts))  # (K, B, L)
+        out = self.dec(z)  # each (K, B, D)
+        xs, zs = x.flatten(2).unbind(0), z.unbind(0)
+        q_cols, out_cols = [p.unbind(0) for p in q_parts], [o.unbind(0) for o in out]
         losses = {}
         for k in live:
-            lp = self.loops[k]
-            p = Pass(x[k].flatten(1), _posterior(self.kind, q_parts, k), zs[k],
-                     DecoderOut(out[0][k], out[1][k] if len(out) > 1 else None))
-            losses[k] = lp.s.objective.loss(p, t, None)
-        self.opt.zero_grad(set_to_none=True)
+            q = _posterior(self.kind, tuple(c[k] for c in q_cols))
+            p = Pass(xs[k], q, zs[k], DecoderOut(out_cols[0][k], out_cols[1][k] if len(out) > 1 else None))
+            losses[k] = self.loops[k].s.objective.loss(p, t, None)
+        self.opt.clear_grads()
         torch.stack([losses[k].loss for k in live]).sum().backward()
-        self.opt.step()
+        self.opt.update()
         for k in live:
             self.loops[k].s.objective.after_step(losses[k], t)
             self.loops[k].buffer.add(t, losses[k].terms)
+
+    def _sample(self, q: Posterior) -> torch.Tensor:
+        """z for every member at once, member k's noise drawn from its own solo stream: (K, B, L)."""
+        if q.deterministic:
+            return q.rsample()
+        shape = q.mu.shape[1:]
+        eps = torch.stack([torch.randn(shape, generator=g, device=q.mu.device, dtype=q.mu.dtype)
+                           for g in self.noise])  # (K, B, L)
+        return q.rsample(eps=eps)
 
     def _pairs(self, k: int) -> list[tuple[torch.Tensor, torch.Tensor, tuple | None]]:
         """(run k's own parameter, the optimised tensor holding it, (stack, name, k) to slice it, or None
@@ -212,6 +233,10 @@ class BatchedTrainer:
 
     def run(self) -> list[TrainResult | Exception]:
         """Train every run to the end (or its own divergence/cancellation)."""
+        with flushed_denormals():
+            return self._run()
+
+    def _run(self) -> list[TrainResult | Exception]:
         tc = self.loops[0].cfg.train
         for k in self.live:
             self._guard(k, lambda lp: lp.evaluate(0))

@@ -101,12 +101,15 @@ class Posterior:
             return self.logvar.exp()
         return torch.zeros_like(self.mu)
 
-    def rsample(self, n: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Reparameterised samples: (B, L), or (n, B, L) when n is given."""
+    def rsample(self, n: int | None = None, generator: torch.Generator | None = None,
+                eps: torch.Tensor | None = None) -> torch.Tensor:
+        """Reparameterised samples: (B, L), or (n, B, L) when n is given; `eps` is standard-normal
+        noise of that shape to use instead of drawing it."""
         if self.deterministic:
             return self.mu if n is None else self.mu.expand(n, *self.mu.shape)
         shape = self.mu.shape if n is None else (n, *self.mu.shape)
-        eps = torch.randn(shape, generator=generator, device=self.mu.device, dtype=self.mu.dtype)
+        if eps is None:
+            eps = torch.randn(shape, generator=generator, device=self.mu.device, dtype=self.mu.dtype)
         if self.scale_tril is not None:
             return self.mu + (self.scale_tril @ eps.unsqueeze(-1)).squeeze(-1)  # z = μ + L ε
         return self.mu + torch.exp(0.5 * self.logvar) * eps  # z = μ + σ ε

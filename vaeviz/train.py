@@ -25,6 +25,7 @@ from vaeviz.data import Dataset, load_dataset
 from vaeviz.evaluation import evaluate, probe_snapshot
 from vaeviz.nets import VAEModel, build_model
 from vaeviz.objectives import Objective, build_objective
+from vaeviz.optim import FastAdam, flushed_denormals
 from vaeviz.samplers import fitted_samplers
 
 FLUSH_SECONDS = 0.5
@@ -118,10 +119,9 @@ def build(cfg: RunConfig, device: torch.device | None = None) -> Setup:
     return Setup(data, model.to(device), objective.to(device), device)
 
 
-def make_optimizer(setup: Setup, lr: float) -> torch.optim.Optimizer:
+def make_optimizer(setup: Setup, lr: float) -> FastAdam:
     params = list(setup.model.parameters()) + list(setup.objective.parameters())
-    fused = setup.device.type in ("cpu", "cuda")
-    return torch.optim.Adam(params, lr=lr, fused=fused)
+    return FastAdam(params, lr)
 
 
 class _Buffer:
@@ -170,7 +170,8 @@ def train(
         start = load_checkpoint(workdir / "checkpoint.pt", setup, opt, gen)
         sink.truncate(start)
     loop = _Loop(cfg, setup, opt, gen, sink, workdir, should_stop or (lambda: False), progress)
-    return loop.run(start)
+    with flushed_denormals():
+        return loop.run(start)
 
 
 class _Loop:
@@ -186,9 +187,9 @@ class _Loop:
     def step(self, t: int) -> None:
         idx = torch.randint(0, self.x.shape[0], (self.cfg.train.batch_size,), generator=self.gen, device=self.x.device)
         losses = self.s.objective(self.s.model, self.x[idx], t)
-        self.opt.zero_grad(set_to_none=True)
+        self.opt.clear_grads()
         losses.loss.backward()
-        self.opt.step()
+        self.opt.update()
         self.s.objective.after_step(losses, t)
         self.buffer.add(t, losses.terms)
 

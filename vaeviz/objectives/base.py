@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vaeviz.distributions import Posterior
@@ -44,8 +45,10 @@ class Pass:
         return torch.sigmoid(self.out.logits)
 
     def mse(self) -> torch.Tensor:
-        """Mean squared error per data dimension, averaged over the batch (a scalar)."""
-        return (self.x - self.x_mean).pow(2).mean()
+        """Mean squared error per data dimension, averaged over the batch (a scalar, logged only:
+        computed without a gradient)."""
+        with torch.no_grad():
+            return F.mse_loss(self.x_mean, self.x)
 
 
 class Objective(nn.Module):
