@@ -1,13 +1,15 @@
 """Training speed: vaeviz's trainer against pythae's trainer, same network, data, batch and steps.
 
-Both sides train an MLP VAE with a Bernoulli decoder, Adam (lr 1e-3), on the CPU with one
-thread, back to back in this process, alternating sides over >= 5 repeats; the medians of
-steps/s are printed with their ratio.
+Both sides train an MLP VAE with a Bernoulli decoder, Adam (lr 1e-3), on the CPU, back to back
+in this process, alternating sides over >= 5 repeats; the medians of steps/s are printed with
+their ratio. Both sides get the same number of intra-op threads: the number vaeviz's trainer
+picks for the case (`train.threads=0`, auto: 1 for the digits net, every core for the MNIST one).
 
 What each side's clock includes:
 - vaeviz: `vaeviz.train.train` with its own timer (`TrainResult.seconds`): minibatch sampling,
   forward, loss, backward, optimiser step, metric buffering and the flushes to an in-memory
-  sink. Not included: data loading, model build, the held-out evaluations.
+  sink. Not included: data loading, model build, the held-out evaluations. Its runtime choices
+  are its defaults: FastAdam, denormals flushed while training, `train.compile=auto` (eager on CPU).
 - pythae: `BaseTrainer.train_step` over whole epochs (its DataLoader, forward, loss, backward,
   optimiser step, per-step `loss.item()`). Not included: model/trainer construction, its
   evaluation epochs and checkpoint saving, which `TrainingPipeline` adds around them.
@@ -31,7 +33,8 @@ from torch import nn
 
 from vaeviz.config import RunConfig
 from vaeviz.data import load_dataset
-from vaeviz.train import MemorySink, train
+from vaeviz.runtime import cpu_threads
+from vaeviz.train import MemorySink, build, train
 
 CASES = {
     "digits": dict(data=["data.name=digits", "data.n=1500", "data.eval_fraction=0.1"], hidden=[256, 256], latent=2,
@@ -96,19 +99,46 @@ def pythae_rate(x: np.ndarray, case: dict, steps: int) -> float:
         return epochs * per_epoch / (time.perf_counter() - begin)
 
 
+def matmul_ceiling(dim: int, case: dict, repeats: int = 30) -> float:
+    """Steps/s of a step that did nothing but the network's matmuls (forward, weight gradients,
+    input gradients but the first layer's) at the current thread count: no trainer can beat it."""
+    hidden, latent, b = case["hidden"], case["latent"], case["batch"]
+    sizes = list(zip([dim, *hidden], [*hidden, 2 * latent])) + list(zip([latent, *hidden[::-1]], [*hidden[::-1], dim]))
+    mats = [(torch.randn(b, i), torch.randn(o, i), torch.randn(b, o)) for i, o in sizes]  # input, weight, grad
+
+    def step():
+        for n, (h, w, g) in enumerate(mats):
+            h @ w.T, g.T @ h
+            if n:
+                g @ w
+
+    step()
+    best = float("inf")
+    for _ in range(repeats):
+        begin = time.perf_counter()
+        step()
+        best = min(best, time.perf_counter() - begin)
+    return 1.0 / best
+
+
 def bench_case(name: str, repeats: int, steps: int) -> float:
     case = CASES[name]
     cfg = vaeviz_config(case, steps)
     data = load_dataset(cfg.data)
     x = data.x_train.reshape(len(data.x_train), -1)
+    threads = cpu_threads(cfg.train.threads, build(cfg).model, cfg.train.batch_size)
+    print(f"threads_{name}: {threads}")
     ours, theirs = [], []
     for _ in range(repeats):
         ours.append(vaeviz_rate(cfg))
+        torch.set_num_threads(threads)
         with open(os.devnull, "w") as quiet, contextlib.redirect_stderr(quiet):  # pythae's progress bars
             theirs.append(pythae_rate(x, case, steps))
     a, b = statistics.median(ours), statistics.median(theirs)
+    ceiling = matmul_ceiling(x.shape[1], case)
     print(f"vaeviz_steps_per_s_{name}: {a:.0f}")
     print(f"pythae_steps_per_s_{name}: {b:.0f}")
+    print(f"matmul_only_steps_per_s_{name}: {ceiling:.0f}  (the ratio no trainer can pass: {ceiling / b:.2f})")
     return a / b
 
 
@@ -118,7 +148,6 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500, help="steps per timed run (MNIST: a fifth)")
     parser.add_argument("--cases", default="mnist,digits")
     args = parser.parse_args()
-    torch.set_num_threads(1)
     logging.getLogger("pythae").setLevel(logging.ERROR)
     logging.getLogger("pythae.trainers.base_trainer.base_trainer").setLevel(logging.ERROR)
     steps = {"digits": args.steps, "mnist": max(args.steps // 5, 50)}

@@ -36,6 +36,9 @@ def vaeviz_home(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _few_threads():
+def _few_threads(monkeypatch):
+    """One intra-op thread, also for `train.threads=0` (auto): the suite runs beside its own worker
+    and app processes, where a second thread only oversubscribes the cores."""
     torch.set_num_threads(1)
+    monkeypatch.setattr("vaeviz.runtime._CORES", 1)
     yield

@@ -13,10 +13,10 @@ def test_defaults_round_trip_json():
 def test_overrides_coerce_types_and_round_trip():
     cfg = RunConfig().with_overrides(
         ["objective.beta=3", "objective.name=beta_vae", "model.hidden=128,64", "train.steps=10", "data.n=7",
-         "train.compile=true"]
+         "train.compile=on"]
     )
     assert cfg.objective.name == "beta_vae" and cfg.objective.beta == 3.0
-    assert cfg.model.hidden == [128, 64] and cfg.train.steps == 10 and cfg.data.n == 7 and cfg.train.compile is True
+    assert cfg.model.hidden == [128, 64] and cfg.train.steps == 10 and cfg.data.n == 7 and cfg.train.compile == "on"
     assert RunConfig.from_json(cfg.to_json()) == cfg
 
 

@@ -78,6 +78,8 @@ def coerce(key: str, value: Any, tp) -> Any:
             return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
         if base is float:
             return float(value)
+        if base is str and isinstance(value, bool):  # an on/off knob stored as a bool
+            return "on" if value else "off"
         return base(value)
     except (TypeError, ValueError):
         name = getattr(base, "__name__", str(base))
@@ -155,8 +157,9 @@ class TrainConfig:
     eval_every: int = knob(500, lo=1)
     checkpoint_every: int = knob(1000, lo=1)
     probe_size: int = knob(2000, lo=1, hi=2000, help="points in the posterior snapshot probe set")
-    compile: bool = knob(False, help="torch.compile the training step")
-    threads: int = knob(1, lo=0, hi=256, help="CPU threads for training (0: torch's default); small nets run best on 1")
+    compile: str = knob("auto", choices=["auto", "on", "off"],
+                        help="torch.compile the encoder and decoder (auto: on a GPU only)")
+    threads: int = knob(0, lo=0, hi=256, help="CPU threads (0: auto, 1 for small nets, every core for large ones)")
 
 
 @dataclass

@@ -1,19 +1,12 @@
-"""Adam (Kingma & Ba 2015, Algorithm 1) as one fused kernel call per step, and denormal flushing.
+"""Adam (Kingma & Ba 2015, Algorithm 1) as one fused kernel call per step.
 
 `torch.optim.Adam(fused=True)` regroups its tensors by device and dtype on every step; on a small
 model that bookkeeping costs about as much as the kernel. `FastAdam` is that optimiser (same
 state_dict, same kernel, same numbers) with its tensor lists gathered once and reused while the
 parameters and their state stay the same; anything unusual falls back to the parent's step.
-
-`flushed_denormals` turns on flush-to-zero for the calling thread. Adam's first moment of a
-parameter whose gradient is zero (a dead ReLU unit, say) decays by β₁ every step and reaches the
-denormal range after ~800 steps, where x86 arithmetic is ~100× slower; on a digits MLP this
-halved the step rate of long runs. Values below 1.2e-38 become 0, which changes no logged digit.
 """
 
 from __future__ import annotations
-
-from contextlib import contextmanager
 
 import torch
 
@@ -65,15 +58,3 @@ class FastAdam(torch.optim.Adam):
         for group in self.param_groups:
             for p in group["params"]:
                 p.grad = None
-
-
-@contextmanager
-def flushed_denormals():
-    """Flush denormal floats to zero on this thread for the duration, then back to torch's default
-    (off). Where the CPU has no such mode this does nothing."""
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(False)
-

@@ -10,6 +10,8 @@ snapshot of the probe set's posterior. The same config and seed give the same me
 
 from __future__ import annotations
 
+import copy
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -25,10 +27,13 @@ from vaeviz.data import Dataset, load_dataset
 from vaeviz.evaluation import evaluate, probe_snapshot
 from vaeviz.nets import VAEModel, build_model
 from vaeviz.objectives import Objective, build_objective
-from vaeviz.optim import FastAdam, flushed_denormals
+from vaeviz.objectives.base import Losses
+from vaeviz.optim import FastAdam
+from vaeviz.runtime import cpu_threads, flushed_denormals, maybe_compile, pick_device
 from vaeviz.samplers import fitted_samplers
 
 FLUSH_SECONDS = 0.5
+log = logging.getLogger("vaeviz")
 MAX_BUFFER = 2000
 
 
@@ -85,17 +90,6 @@ class TrainResult:
     seconds: float = 0.0  # wall time of the optimiser steps and flushes (no evaluation or checkpoints)
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """CUDA if available, else Apple MPS, else CPU; an explicit name is used as given."""
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
 @dataclass
 class Setup:
     """Everything a run trains or evaluates with."""
@@ -109,13 +103,13 @@ class Setup:
 def build(cfg: RunConfig, device: torch.device | None = None) -> Setup:
     """Load the data and build objective and model, seeded by `train.seed`."""
     device = device or pick_device(cfg.train.device)
-    if device.type == "cpu" and cfg.train.threads > 0:
-        torch.set_num_threads(cfg.train.threads)
     data = load_dataset(cfg.data)
     torch.manual_seed(cfg.train.seed)
     objective = build_objective(cfg.objective, data.dim)
     objective.set_dataset_size(len(data.x_train))
     model = build_model(cfg.model, data.shape, objective.net_spec())
+    if device.type == "cpu":
+        torch.set_num_threads(cpu_threads(cfg.train.threads, model, cfg.train.batch_size))
     return Setup(data, model.to(device), objective.to(device), device)
 
 
@@ -183,15 +177,38 @@ class _Loop:
         self.x = torch.as_tensor(setup.data.x_train, device=setup.device)  # (N, *shape)
         self.x_eval = torch.as_tensor(setup.data.x_eval, device=setup.device)
         self.buffer, self.last = _Buffer(), {}
+        self.compiled = maybe_compile(setup.model, cfg.train.compile, setup.device)
 
     def step(self, t: int) -> None:
         idx = torch.randint(0, self.x.shape[0], (self.cfg.train.batch_size,), generator=self.gen, device=self.x.device)
-        losses = self.s.objective(self.s.model, self.x[idx], t)
-        self.opt.clear_grads()
-        losses.loss.backward()
+        x = self.x[idx]
+        losses = self._forward_backward(x, t) if self.compiled is None else self._compiled_step(x, t)
         self.opt.update()
         self.s.objective.after_step(losses, t)
         self.buffer.add(t, losses.terms)
+
+    def _forward_backward(self, x: torch.Tensor, t: int) -> Losses:
+        losses = self.s.objective(self.s.model, x, t)
+        self.opt.clear_grads()
+        losses.loss.backward()
+        return losses
+
+    def _compiled_step(self, x: torch.Tensor, t: int) -> Losses:
+        """Forward and backward through the compiled networks; a first step that fails is redone
+        eagerly (objective state restored first) and the run goes on without compile."""
+        state = None if self.compiled.ready else copy.deepcopy(self.s.objective.state_dict())
+        try:
+            with self.compiled.installed():
+                losses = self._forward_backward(x, t)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure; a real error recurs eagerly
+            if state is None:
+                raise
+            log.warning("torch.compile failed (%s: %s); training eagerly", type(exc).__name__, exc)
+            self.s.objective.load_state_dict(state)
+            self.compiled = None
+            return self._forward_backward(x, t)
+        self.compiled.ready = True
+        return losses
 
     def run(self, start: int) -> TrainResult:
         tc = self.cfg.train

@@ -77,7 +77,8 @@ def run_one(store: RunStore, rec: RunRecord, *, progress: Callable | None = None
         store.truncate_metrics(rec.id, -1)
         store.drop_snapshots(rec.id, -1)
     try:
-        from vaeviz.train import pick_device, train
+        from vaeviz.runtime import pick_device
+        from vaeviz.train import train
 
         store.set_status(rec.id, "running", device=str(pick_device(rec.config.train.device)), owner=rec.worker_pid)
         result = train(rec.config, sink, workdir=workdir, resume=resume, progress=progress,

@@ -1,0 +1,87 @@
+"""How a run uses the machine: device, CPU threads, denormal flushing and torch.compile.
+
+- Threads: a small net's step is a chain of tiny ops, and a second intra-op thread only adds
+  synchronisation (on a loaded 2-core machine it made digits training ~40× slower), while a
+  large net's matmuls do scale. `train.threads=0` (auto) gives one thread below
+  `PARALLEL_FLOPS` per step and every core above it.
+- Denormals: Adam's first moment of a parameter whose gradient is zero decays by β₁ each step
+  and reaches the float32 denormal range after ~800 steps, where x86 arithmetic is ~100× slower.
+  Training flushes them to zero (values below 1.2e-38 become 0; no logged digit changes).
+- Compile: `train.compile=auto` compiles the encoder and decoder on CUDA only: on this project's
+  2-core CPU it gained ~5% on a digits MLP after a ~10 s compile, which a 2,000-step run never
+  earns back. A first step that fails compiled is redone eagerly, with a warning.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+
+from vaeviz.nets import VAEModel
+
+PARALLEL_FLOPS = 3e8  # estimated FLOPs per step above which every core is used
+_CORES = torch.get_num_threads()  # torch's own default (physical cores), before any run changes it
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """CUDA if available, else Apple MPS, else CPU; an explicit name is used as given."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def step_flops(model: VAEModel, batch_size: int) -> float:
+    """Estimated FLOPs of one training step: 2·B·P forward and 4·B·P backward for P weights
+    (exact for the matmuls of an MLP; a lower bound for conv nets, which reuse their weights)."""
+    return 6.0 * batch_size * sum(p.numel() for p in model.parameters())
+
+
+def cpu_threads(requested: int, model: VAEModel, batch_size: int) -> int:
+    """`requested` when set (> 0); otherwise 1, or every core for a step above PARALLEL_FLOPS."""
+    if requested > 0:
+        return requested
+    return max(1, _CORES) if step_flops(model, batch_size) >= PARALLEL_FLOPS else 1
+
+
+@contextmanager
+def flushed_denormals():
+    """Flush denormal floats to zero on this thread for the duration, then back to torch's default
+    (off). Where the CPU has no such mode this does nothing."""
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+
+
+class CompiledNets:
+    """torch.compile'd forwards of a model's encoder and decoder, installed only inside
+    `installed()` (the training steps), so evaluations and analysers keep the eager networks.
+    The parameters and state_dict are untouched."""
+
+    def __init__(self, model: VAEModel):
+        self.nets = (model.encoder, model.decoder)
+        self.forwards = [torch.compile(net.forward) for net in self.nets]
+        self.ready = False  # set once a whole step has run compiled
+
+    @contextmanager
+    def installed(self):
+        for net, forward in zip(self.nets, self.forwards):
+            net.forward = forward
+        try:
+            yield
+        finally:
+            for net in self.nets:
+                net.__dict__.pop("forward", None)
+
+
+def maybe_compile(model: VAEModel, mode: str, device: torch.device) -> CompiledNets | None:
+    """CompiledNets when `mode` asks for it (auto: on CUDA only), else None."""
+    if mode == "off" or (mode == "auto" and device.type != "cuda"):
+        return None
+    return CompiledNets(model)
