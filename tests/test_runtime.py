@@ -49,6 +49,14 @@ def test_flushed_denormals_zeroes_subnormal_results_then_restores():
     assert (tiny * 1e-10).item() > 0
 
 
+def test_flushed_denormals_reaches_the_openmp_workers():
+    x = torch.full((1 << 20,), 1e-39)  # denormal; 2 threads split this op between them
+    torch.set_num_threads(2)
+    with runtime.flushed_denormals():
+        assert (x * 0.5 == 0).all()  # also the worker's half
+    assert (x * 0.5 > 0).all()
+
+
 def test_compile_auto_is_off_on_cpu_and_on_for_cuda():
     model = build(_cfg()).model
     assert runtime.maybe_compile(model, "auto", torch.device("cpu")) is None
