@@ -3,7 +3,8 @@
 Both sides train an MLP VAE with a Bernoulli decoder, Adam (lr 1e-3), on the CPU, back to back
 in this process, alternating sides over >= 5 repeats; the medians of steps/s are printed with
 their ratio. Both sides get the same number of intra-op threads: the number vaeviz's trainer
-picks for the case (`train.threads=0`, auto: 1 for the digits net, every core for the MNIST one).
+picks for the case (`train.threads=0`, auto: 1 for the digits net, every core for the MNIST one),
+or `--threads N` for both.
 
 What each side's clock includes:
 - vaeviz: `vaeviz.train.train` with its own timer (`TrainResult.seconds`): minibatch sampling,
@@ -121,9 +122,9 @@ def matmul_ceiling(dim: int, case: dict, repeats: int = 30) -> float:
     return 1.0 / best
 
 
-def bench_case(name: str, repeats: int, steps: int) -> float:
+def bench_case(name: str, repeats: int, steps: int, threads: int) -> float:
     case = CASES[name]
-    cfg = vaeviz_config(case, steps)
+    cfg = vaeviz_config(case, steps).with_overrides([f"train.threads={threads}"])
     data = load_dataset(cfg.data)
     x = data.x_train.reshape(len(data.x_train), -1)
     threads = cpu_threads(cfg.train.threads, build(cfg).model, cfg.train.batch_size)
@@ -147,11 +148,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=1500, help="steps per timed run (MNIST: a fifth)")
     parser.add_argument("--cases", default="mnist,digits")
+    parser.add_argument("--threads", type=int, default=0, help="threads for both sides (0: vaeviz's automatic choice)")
     args = parser.parse_args()
     logging.getLogger("pythae").setLevel(logging.ERROR)
     logging.getLogger("pythae.trainers.base_trainer.base_trainer").setLevel(logging.ERROR)
     steps = {"digits": args.steps, "mnist": max(args.steps // 5, 50)}
-    ratios = {name: bench_case(name, args.repeats, steps[name]) for name in args.cases.split(",")}
+    ratios = {name: bench_case(name, args.repeats, steps[name], args.threads) for name in args.cases.split(",")}
     for name in ratios:
         print(f"ratio_vs_pythae_{name}: {ratios[name]:.2f}")
 

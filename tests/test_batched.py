@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vaeviz.batched import check_batchable, train_batched
+from vaeviz.batched import BatchedTrainer, check_batchable, train_batched
 from vaeviz.config import ConfigError, RunConfig
 from vaeviz.train import Diverged, MemorySink, train
 
@@ -22,7 +22,33 @@ VARIANTS = (["train.seed=0"], ["train.seed=1"], ["objective.name=beta_vae", "obj
 
 
 def test_first_20_steps_match_solo_runs_within_1e_4():
-    cfgs = _cfgs(20, *VARIANTS)
+    _assert_batch_matches_solo(_cfgs(20, *VARIANTS))
+
+
+def test_grouped_runs_keep_their_own_beta_and_sigma():
+    cfgs = _cfgs(20, ["objective.decoder=gaussian", "objective.sigma=0.1"],
+                 ["objective.decoder=gaussian", "objective.sigma=0.3", "train.seed=1"],
+                 ["objective.name=beta_vae", "objective.beta=2"],
+                 ["objective.name=beta_vae", "objective.beta=8", "objective.schedule=linear",
+                  "objective.warmup_steps=10"], ["objective.name=beta_tcvae"])
+    assert BatchedTrainer(cfgs, [MemorySink() for _ in cfgs])._groups() == [[0, 1], [2, 3], [4]]
+    _assert_batch_matches_solo(cfgs)
+
+
+def test_a_diverging_member_of_a_group_ends_alone():
+    cfgs = _cfgs(100, ["train.seed=0"], ["train.seed=1"], ["train.seed=2"])
+    sinks = [MemorySink() for _ in cfgs]
+    trainer = BatchedTrainer(cfgs, sinks)
+    trainer.loops[1].x[:] = float("nan")
+    results = trainer.run()
+    assert isinstance(results[1], Diverged) and results[1].step == 1
+    for k in (0, 2):
+        solo = MemorySink()
+        train(cfgs[k], solo)
+        np.testing.assert_allclose(sinks[k].series("loss")[1], solo.series("loss")[1], rtol=1e-4, atol=1e-6)
+
+
+def _assert_batch_matches_solo(cfgs):
     solo = [MemorySink() for _ in cfgs]
     for cfg, sink in zip(cfgs, solo):
         train(cfg, sink)
@@ -60,8 +86,6 @@ def test_a_diverging_member_ends_alone():
     cfgs[1] = cfgs[1].with_overrides(["objective.name=beta_vae", "objective.beta=1"])
     sinks = [MemorySink() for _ in cfgs]
     # make member 1 diverge by poisoning its data after the build: NaN inputs from step 1
-    from vaeviz.batched import BatchedTrainer
-
     trainer = BatchedTrainer(cfgs, sinks)
     trainer.loops[1].x[:] = float("nan")
     results = trainer.run()

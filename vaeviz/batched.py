@@ -23,7 +23,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from vaeviz.config import ConfigError, RunConfig
 from vaeviz.distributions import Posterior
 from vaeviz.nets import DecoderOut
-from vaeviz.objectives.base import Pass
+from vaeviz.objectives.base import Losses, Pass
 from vaeviz.optim import FastAdam
 from vaeviz.runtime import cpu_threads, flushed_denormals
 from vaeviz.train import FLUSH_SECONDS, Cancelled, Diverged, TrainResult, _Loop, build, make_optimizer
@@ -185,25 +185,56 @@ class BatchedTrainer:
 
     def step(self, t: int) -> None:
         """One optimiser step of every live run."""
-        live = self.live
         x = torch.stack([lp.x[torch.randint(0, lp.x.shape[0], (lp.cfg.train.batch_size,), generator=lp.gen,
                                             device=lp.x.device)] for lp in self.loops])  # (K, B, *shape)
         q_parts = self.enc(x)  # each (K, B, ...)
         z = self._sample(_posterior(self.kind, q_parts))  # (K, B, L)
         out = self.dec(z)  # each (K, B, D)
-        xs, zs = x.flatten(2).unbind(0), z.unbind(0)
-        q_cols, out_cols = [p.unbind(0) for p in q_parts], [o.unbind(0) for o in out]
-        losses = {}
-        for k in live:
-            q = _posterior(self.kind, tuple(c[k] for c in q_cols))
-            p = Pass(xs[k], q, zs[k], DecoderOut(out_cols[0][k], out_cols[1][k] if len(out) > 1 else None))
-            losses[k] = self.loops[k].s.objective.loss(p, t, None)
+        x = x.flatten(2)  # (K, B, D)
+        groups = self._groups()
+        if any(len(ks) == 1 for ks in groups):  # one unbind per tensor, not a select (and its backward) per run
+            cols = (x.unbind(0), [part.unbind(0) for part in q_parts], z.unbind(0), [o.unbind(0) for o in out])
+        losses, per_run, rows = [], {}, {}
+        for ks in groups:
+            if len(ks) == 1:
+                k = ks[0]
+                per_run[k] = self._own_loss(k, cols, t)
+                losses.append(per_run[k].loss[None])
+                continue
+            loss, table, names = self._group_loss(ks, x, q_parts, z, out, t)
+            losses.append(loss)
+            rows.update({k: (names, row) for k, row in zip(ks, table.unbind(0))})
         self.opt.clear_grads()
-        torch.stack([losses[k].loss for k in live]).sum().backward()
+        torch.cat(losses).sum().backward()
         self.opt.update()
-        for k in live:
-            self.loops[k].s.objective.after_step(losses[k], t)
-            self.loops[k].buffer.add(t, losses[k].terms)
+        for k, run_losses in per_run.items():
+            self.loops[k].s.objective.after_step(run_losses, t)
+            self.loops[k].buffer.add(t, run_losses.terms)
+        for k, (names, row) in rows.items():
+            self.loops[k].buffer.add_row(t, names, row)
+
+    def _groups(self) -> list[list[int]]:
+        """The live runs, grouped by their objectives' `group_key` (None: a group of its own)."""
+        groups: dict = {}
+        for k in self.live:
+            key = self.loops[k].s.objective.group_key()
+            groups.setdefault(("own", k) if key is None else key, []).append(k)
+        return list(groups.values())
+
+    def _own_loss(self, k: int, cols: tuple, t: int) -> Losses:
+        """Run k's loss from its slices (x, posterior parts, z, decoder outputs) of the stacked tensors."""
+        xs, q_cols, zs, out_cols = cols
+        q = _posterior(self.kind, tuple(c[k] for c in q_cols))
+        p = Pass(xs[k], q, zs[k], DecoderOut(out_cols[0][k], out_cols[1][k] if len(out_cols) > 1 else None))
+        return self.loops[k].s.objective.loss(p, t, None)
+
+    def _group_loss(self, ks: list[int], x, q_parts, z, out, t: int):
+        """The group's losses in one call on its rows of the stacked tensors."""
+        rows = slice(None) if ks == list(range(len(self.loops))) else torch.tensor(ks, device=x.device)
+        q = _posterior(self.kind, tuple(part[rows] for part in q_parts))
+        p = Pass(x[rows], q, z[rows], DecoderOut(out[0][rows], out[1][rows] if len(out) > 1 else None))
+        objectives = [self.loops[k].s.objective for k in ks]
+        return type(objectives[0]).group_loss(objectives, p, t)
 
     def _sample(self, q: Posterior) -> torch.Tensor:
         """z for every member at once, member k's noise drawn from its own solo stream: (K, B, L)."""

@@ -129,8 +129,14 @@ class _Buffer:
     def add(self, step: int, terms: dict[str, torch.Tensor]) -> None:
         if self.names is None:
             self.names = list(terms)
+        self.add_row(step, self.names, torch.stack([terms[n].float().reshape(()) for n in self.names]))
+
+    def add_row(self, step: int, names: list[str], row: torch.Tensor) -> None:
+        """The terms `names` of one step as one (T,) tensor."""
+        if self.names is None:
+            self.names = list(names)
         self.steps.append(step)
-        self.values.append(torch.stack([terms[n].float().reshape(()) for n in self.names]))
+        self.values.append(row)
 
     def drain(self) -> list[tuple[int, str, str, float]]:
         """Sync to the host, raise Diverged at the first non-finite value, return rows."""

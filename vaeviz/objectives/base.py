@@ -80,6 +80,18 @@ class Objective(nn.Module):
 
     needs_model = False
 
+    def group_key(self):
+        """Runs trained in one batch whose objectives share a key (not None) compute their losses
+        in one `group_loss` call. None (the default): this objective's loss runs per run."""
+        return None
+
+    @classmethod
+    def group_loss(cls, objectives: list, p: Pass, step: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        """The losses of K runs at once, from a Pass whose tensors lead with the run axis (K, B, ...):
+        (losses (K,), detached terms (K, T), the T term names in `loss`'s order). Only for objectives
+        with nothing to do in `after_step`."""
+        raise NotImplementedError
+
     def set_dataset_size(self, n: int) -> None:
         """Told the training-set size N before training (β-TCVAE's estimators need it)."""
 

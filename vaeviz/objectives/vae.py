@@ -43,3 +43,27 @@ class VAE(Objective):
         if type(self) is not VAE:
             terms["beta"] = torch.tensor(beta)
         return Losses(loss, terms)
+
+    def group_key(self):
+        """Grouped by class and decoder, for the classes whose loss is this one (not β-TCVAE's)."""
+        return (type(self), self.params.decoder) if type(self).loss is VAE.loss else None
+
+    @classmethod
+    def group_loss(cls, objectives, p, step):
+        """`loss` of K runs of this class and decoder at once, each with its own β_t and σ."""
+        like = p.x
+        beta = torch.tensor([o.beta(step) for o in objectives], dtype=like.dtype, device=like.device)  # (K,)
+        if objectives[0].params.decoder == "bernoulli":
+            nll = bernoulli_nll(p.x, p.out.logits)  # (K, B)
+        else:
+            log_sigma = torch.tensor([math.log(o.params.sigma) for o in objectives], dtype=like.dtype,
+                                     device=like.device).view(-1, 1, 1)  # (K, 1, 1)
+            nll = gaussian_nll(p.x, p.x_mean, log_sigma)
+        distortion, rate = nll.mean(-1), p.q.kl().mean(-1)  # (K,)
+        loss = distortion + beta * rate
+        with torch.no_grad():
+            mse = (p.x - p.x_mean).pow(2).mean((-2, -1))  # (K,)
+        columns = {"loss": loss, "rate": rate, "distortion": distortion, "mse": mse}
+        if cls is not VAE:
+            columns["beta"] = beta
+        return loss, torch.stack(list(columns.values()), 1).detach(), list(columns)
