@@ -1,12 +1,15 @@
 """Batched comparisons: K runs that share data and network shape, trained as one stacked model.
 
 The K encoders (and decoders) are stacked parameter-wise (`torch.func.stack_module_state`) and
-called once through `vmap(functional_call)`, so every layer is one batched matmul over K. The
-rest stays per run: each run keeps its own minibatch generator, its own global-RNG stream for
-the reparameterisation noise (swapped in around its sampling), its own objective and state,
-sink, evaluations and checkpoints. Adam is elementwise, so one fused Adam over the stacked
-tensors takes the same step each run would take alone; a run trained inside a batch therefore
-follows its solo trajectory up to matmul rounding. A run that diverges or is cancelled drops
+called once through `vmap(functional_call)`, so every layer is one batched matmul over K (plain
+MLPs are stacked as (K, in, out) weights and run through `baddbmm`). The rest stays per run:
+each run keeps its own minibatch generator, its own noise stream (a generator in the state a solo
+run's default RNG would have), its own objective and state, sink, evaluations and checkpoints.
+Runs whose objectives share a `group_key` (VAE and β-VAE, by decoder) compute their losses in one
+`group_loss` call on the stacked tensors, each with its own β_t and σ; the others one by one.
+Adam is elementwise, so one fused Adam over the stacked tensors takes the same step each run
+would take alone; a run trained inside a batch therefore follows its solo trajectory up to
+matmul rounding. A run that diverges or is cancelled drops
 out of the summed loss while the others go on.
 """
 
