@@ -9,8 +9,8 @@
   Training flushes them to zero (values below 1.2e-38 become 0; no logged digit changes), on
   the training thread and on torch's OpenMP worker threads.
 - Compile: `train.compile=auto` compiles the encoder and decoder on CUDA only: on this project's
-  2-core CPU it gained ~5% on a digits MLP after a ~10 s compile, which a 2,000-step run never
-  earns back. A first step that fails compiled is redone eagerly, with a warning.
+  2-core CPU a 3,000-step digits run took 9.9 s compiled from cold (5.9 s from inductor's cache)
+  against 4.7 s eager. A first step that fails compiled is redone eagerly, with a warning.
 """
 
 from __future__ import annotations
