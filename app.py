@@ -1,8 +1,11 @@
 """Streamlit entry point: page config, navigation over views/, and the shared sidebar (run picker, queue badge)."""
 
 import streamlit as st
+import torch
 
 from views import common
+
+torch.set_num_threads(1)  # the app shares the cores with its training worker; its analyses are small
 
 st.set_page_config(page_title="vaeviz", page_icon="🧭", layout="wide")
 st.set_option("client.showErrorDetails", "type")  # safety net: an error that escapes shows no traceback

@@ -28,7 +28,7 @@ from vaeviz.distributions import Posterior
 from vaeviz.nets import DecoderOut
 from vaeviz.objectives.base import Losses, Pass
 from vaeviz.optim import FastAdam
-from vaeviz.runtime import cpu_threads, flushed_denormals
+from vaeviz.runtime import flushed_denormals, set_cpu_threads
 from vaeviz.train import FLUSH_SECONDS, Cancelled, Diverged, TrainResult, _Loop, build, make_optimizer
 
 SHARED = ("data", "model", "train.steps", "train.batch_size", "train.lr", "train.device", "train.eval_every",
@@ -164,9 +164,8 @@ class BatchedTrainer:
         specs = {lp.s.objective.net_spec() for lp in self.loops}
         if len(specs) > 1:
             raise ConfigError("runs in one batch must need the same network (e.g. no RAE beside a VAE)")
-        if self.loops[0].s.device.type == "cpu":  # the threads for K times a member's work
-            tc = cfgs[0].train
-            torch.set_num_threads(cpu_threads(tc.threads, self.loops[0].s.model, len(cfgs) * tc.batch_size))
+        tc, first = cfgs[0].train, self.loops[0].s  # the threads for K times a member's work:
+        set_cpu_threads(first.device, tc.threads, first.model, len(cfgs) * tc.batch_size)
         self.kind = self._posterior_kind()
         self.enc = _stack([lp.s.model.encoder for lp in self.loops], _posterior_tensors)
         self.dec = _stack([lp.s.model.decoder for lp in self.loops], _decoder_tensors)

@@ -53,6 +53,12 @@ def cpu_threads(requested: int, model: VAEModel, batch_size: int) -> int:
     return max(1, _CORES) if step_flops(model, batch_size) >= PARALLEL_FLOPS else 1
 
 
+def set_cpu_threads(device: torch.device, requested: int, model: VAEModel, batch_size: int) -> None:
+    """Set torch's intra-op threads for training `model` on `device` (CPU only; see `cpu_threads`)."""
+    if device.type == "cpu":
+        torch.set_num_threads(cpu_threads(requested, model, batch_size))
+
+
 @contextmanager
 def flushed_denormals():
     """Flush denormal floats to zero on this thread and torch's OpenMP threads for the duration,

@@ -1,4 +1,5 @@
-"""The training loop: data resident on the device, random-index minibatches, Adam.
+"""The training loop: data resident on the device, random-index minibatches, Adam (one fused call
+per step, `vaeviz.optim`), with the runtime choices of `vaeviz.runtime` (threads, denormals, compile).
 
 Steps are numbered 1..steps (step t is the t-th optimiser update). Train-split metrics of step
 t come from that step's batch and are kept on the device, synced to the sink only at a flush
@@ -29,12 +30,12 @@ from vaeviz.nets import VAEModel, build_model
 from vaeviz.objectives import Objective, build_objective
 from vaeviz.objectives.base import Losses
 from vaeviz.optim import FastAdam
-from vaeviz.runtime import cpu_threads, flushed_denormals, maybe_compile, pick_device
+from vaeviz.runtime import flushed_denormals, maybe_compile, pick_device, set_cpu_threads
 from vaeviz.samplers import fitted_samplers
 
 FLUSH_SECONDS = 0.5
-log = logging.getLogger("vaeviz")
 MAX_BUFFER = 2000
+log = logging.getLogger("vaeviz")
 
 
 class Cancelled(Exception):
@@ -108,8 +109,6 @@ def build(cfg: RunConfig, device: torch.device | None = None) -> Setup:
     objective = build_objective(cfg.objective, data.dim)
     objective.set_dataset_size(len(data.x_train))
     model = build_model(cfg.model, data.shape, objective.net_spec())
-    if device.type == "cpu":
-        torch.set_num_threads(cpu_threads(cfg.train.threads, model, cfg.train.batch_size))
     return Setup(data, model.to(device), objective.to(device), device)
 
 
@@ -162,6 +161,7 @@ def train(
 ) -> TrainResult:
     """Train `cfg`, streaming metrics to `sink`; checkpoints go to `workdir` when given."""
     setup = build(cfg)
+    set_cpu_threads(setup.device, cfg.train.threads, setup.model, cfg.train.batch_size)
     opt = make_optimizer(setup, cfg.train.lr)
     gen = torch.Generator(device=setup.device).manual_seed(cfg.train.seed)
     workdir = Path(workdir) if workdir is not None else None
