@@ -43,7 +43,7 @@ def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def step_flops(cfg: RunConfig) -> float:
+def matmul_flops(cfg: RunConfig) -> float:
     """Matmul FLOPs of one training step (forward + backward) of one run."""
     model, b = build(cfg).model, cfg.train.batch_size
     total = 0.0
@@ -77,7 +77,7 @@ def main() -> None:
         torch.set_num_threads(cores)
     one = max(statistics.median(single), statistics.median(single_all))
     many = statistics.median(batched)
-    achieved = many * step_flops(cfgs[0]) / 1e9
+    achieved = many * matmul_flops(cfgs[0]) / 1e9
     print(f"cores: {cores}")
     print(f"matmul_peak_gflops: {peak:.1f}")
     print(f"single_steps_per_s_{args.case}_auto_threads: {statistics.median(single):.1f}")

@@ -55,10 +55,16 @@ def test_rae_gmm_samples_are_finite_and_in_range(tmp_path):
     assert images.min() >= 0.0 and images.max() <= 1.0
 
 
+def _trained_2000(preset: str) -> MemorySink:
+    """The metric stream of a preset trained for its full 2,000 steps."""
+    sink = MemorySink()
+    train(preset_config(preset).with_overrides(["train.steps=2000"]), sink)
+    return sink
+
+
 @pytest.mark.slow
 def test_geco_digits_meets_its_constraint_and_lambda_rises_then_falls():
-    sink = MemorySink()
-    train(preset_config("geco-digits").with_overrides(["train.steps=2000"]), sink)
+    sink = _trained_2000("geco-digits")
     _, lam = sink.series("lambda")
     _, c_ma = sink.series("c_ma")
     peak = int(lam.argmax())
@@ -70,8 +76,7 @@ def test_geco_digits_meets_its_constraint_and_lambda_rises_then_falls():
 
 @pytest.mark.slow
 def test_sigma_vae_digits_sigma2_matches_the_training_mse():
-    sink = MemorySink()
-    train(preset_config("sigma-vae-digits").with_overrides(["train.steps=2000"]), sink)
+    sink = _trained_2000("sigma-vae-digits")
     _, sigma2 = sink.series("sigma2")
     _, mse = sink.series("mse")
     assert sigma2[-1] == pytest.approx(mse[-200:].mean(), rel=0.10)

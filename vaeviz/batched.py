@@ -166,6 +166,7 @@ class BatchedTrainer:
             raise ConfigError("runs in one batch must need the same network (e.g. no RAE beside a VAE)")
         tc, first = cfgs[0].train, self.loops[0].s  # the threads for K times a member's work:
         set_cpu_threads(first.device, tc.threads, first.model, len(cfgs) * tc.batch_size)
+        self.group_keys = [lp.s.objective.group_key() for lp in self.loops]  # fixed by each run's config
         self.kind = self._posterior_kind()
         self.enc = _stack([lp.s.model.encoder for lp in self.loops], _posterior_tensors)
         self.dec = _stack([lp.s.model.decoder for lp in self.loops], _decoder_tensors)
@@ -219,7 +220,7 @@ class BatchedTrainer:
         """The live runs, grouped by their objectives' `group_key` (None: a group of its own)."""
         groups: dict = {}
         for k in self.live:
-            key = self.loops[k].s.objective.group_key()
+            key = self.group_keys[k]
             groups.setdefault(("own", k) if key is None else key, []).append(k)
         return list(groups.values())
 

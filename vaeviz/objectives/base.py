@@ -45,10 +45,10 @@ class Pass:
         return torch.sigmoid(self.out.logits)
 
     def mse(self) -> torch.Tensor:
-        """Mean squared error per data dimension, averaged over the batch (a scalar, logged only:
-        computed without a gradient)."""
+        """Mean squared error per data dimension, averaged over the batch: a scalar for (B, D), (K,)
+        for K stacked runs (K, B, D). Logged only, so computed without a gradient."""
         with torch.no_grad():
-            return F.mse_loss(self.x_mean, self.x)
+            return F.mse_loss(self.x_mean, self.x, reduction="none").mean((-2, -1))
 
 
 class Objective(nn.Module):

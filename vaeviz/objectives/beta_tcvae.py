@@ -80,5 +80,5 @@ class BetaTCVAE(VAE):
         a, b, g = self.params.alpha, self.params.beta, self.params.gamma
         loss = distortion + a * mi + b * tc + g * dim_kl
         terms = {"loss": loss.detach(), "rate": p.q.kl().mean().detach(), "distortion": distortion.detach(),
-                 "mse": p.mse().detach(), "mi": mi.detach(), "tc": tc.detach(), "dim_kl": dim_kl.detach()}
+                 "mse": p.mse(), "mi": mi.detach(), "tc": tc.detach(), "dim_kl": dim_kl.detach()}
         return Losses(loss, terms)

@@ -63,7 +63,7 @@ class GECO(Objective):
         lam = self.lam.clone()  # the λ of this step (after_step updates the buffer in place)
         loss = rate + lam * c_hat
         terms = {"loss": loss.detach(), "rate": rate.detach(), "distortion": self.nll(p).mean().detach(),
-                 "mse": p.mse().detach(), "lambda": lam, "c_batch": c_batch.detach(), "c_ma": c_ma,
+                 "mse": p.mse(), "lambda": lam, "c_batch": c_batch.detach(), "c_ma": c_ma,
                  "kappa2": torch.tensor(self.params.kappa**2, device=p.x.device)}
         return Losses(loss, terms)
 

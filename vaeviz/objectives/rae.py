@@ -75,6 +75,6 @@ class RAE(Objective):
         beta = 0.0 if self.params.variant == "ae" else self.params.beta
         loss = distortion + beta * z_norm + self.params.reg_weight * reg
         terms = {"loss": loss.detach(), "rate": torch.zeros_like(distortion).detach(),
-                 "distortion": distortion.detach(), "mse": p.mse().detach(), "reg": reg.detach(),
+                 "distortion": distortion.detach(), "mse": p.mse(), "reg": reg.detach(),
                  "z_norm": z_norm.detach()}
         return Losses(loss, terms)

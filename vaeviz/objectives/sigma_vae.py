@@ -97,7 +97,7 @@ class SigmaVAE(Objective):
             if warm:
                 self.log_sigma_ref.copy_(log_sigma)
         terms = {"loss": loss.detach(), "rate": rate.detach(), "distortion": distortion.detach(),
-                 "mse": p.mse().detach(), "sigma2": sigma2.mean()}
+                 "mse": p.mse(), "sigma2": sigma2.mean()}
         if self.mode in ("per_dim", "network"):
             terms["sigma2_min"], terms["sigma2_max"] = sigma2.min(), sigma2.max()
         return Losses(loss, terms)

@@ -61,9 +61,7 @@ class VAE(Objective):
             nll = gaussian_nll(p.x, p.x_mean, log_sigma)
         distortion, rate = nll.mean(-1), p.q.kl().mean(-1)  # (K,)
         loss = distortion + beta * rate
-        with torch.no_grad():
-            mse = (p.x - p.x_mean).pow(2).mean((-2, -1))  # (K,)
-        columns = {"loss": loss, "rate": rate, "distortion": distortion, "mse": mse}
+        columns = {"loss": loss, "rate": rate, "distortion": distortion, "mse": p.mse()}
         if cls is not VAE:
             columns["beta"] = beta
         return loss, torch.stack(list(columns.values()), 1).detach(), list(columns)
