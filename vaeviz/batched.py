@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
+from vaeviz import analytic
 from vaeviz.config import ConfigError, RunConfig
 from vaeviz.distributions import Posterior
 from vaeviz.nets import DecoderOut
@@ -98,6 +99,11 @@ class StackedMLP:
     def member(self, name: str, stacked: torch.Tensor, k: int) -> torch.Tensor:
         return stacked[k].T if name.endswith("weight") else stacked[k, 0]
 
+    def layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(weight, bias) of the body's layers and the mean head, in order (`vaeviz.analytic`)."""
+        names = [*self.body, "head.out" if hasattr(self.first, "head") else "out"]
+        return [(self.params[f"{n}.weight"], self.params[f"{n}.bias"]) for n in names]
+
     @staticmethod
     def fits(modules: list[torch.nn.Module]) -> bool:
         """Plain MLP encoders/decoders (no spectral norm), as `vaeviz.nets` builds them."""
@@ -171,6 +177,7 @@ class BatchedTrainer:
         self.enc = _stack([lp.s.model.encoder for lp in self.loops], _posterior_tensors)
         self.dec = _stack([lp.s.model.decoder for lp in self.loops], _decoder_tensors)
         self.opt = self._optimizer(cfgs[0].train.lr)
+        self.analytic = self._uses_analytic()
         self.outcomes: list[TrainResult | Exception | None] = [None] * len(cfgs)
 
     def _posterior_kind(self) -> str:
@@ -186,10 +193,17 @@ class BatchedTrainer:
     def live(self) -> list[int]:
         return [k for k, o in enumerate(self.outcomes) if o is None]
 
+    def _uses_analytic(self) -> bool:
+        """Every run fits `vaeviz.analytic` (and asks for it), and both nets are stacked MLPs."""
+        return (all(lp.cfg.train.backward == "auto" and analytic.supports(lp.s.model, lp.s.objective)
+                    for lp in self.loops) and isinstance(self.enc, StackedMLP) and isinstance(self.dec, StackedMLP))
+
     def step(self, t: int) -> None:
         """One optimiser step of every live run."""
         x = torch.stack([lp.x[torch.randint(0, lp.x.shape[0], (lp.cfg.train.batch_size,), generator=lp.gen,
                                             device=lp.x.device)] for lp in self.loops])  # (K, B, *shape)
+        if self.analytic:
+            return self._analytic_step(x, t)
         q_parts = self.enc(x)  # each (K, B, ...)
         z = self._sample(_posterior(self.kind, q_parts))  # (K, B, L)
         out = self.dec(z)  # each (K, B, D)
@@ -216,6 +230,41 @@ class BatchedTrainer:
         for k, (names, row) in rows.items():
             self.loops[k].buffer.add_row(t, names, row)
 
+    def _analytic_step(self, x: torch.Tensor, t: int) -> None:
+        """The step with the hand-derived backward pass over the stacked layers (`vaeviz.analytic`)."""
+        head = self.loops[0].s.model.encoder.head
+        rows = analytic.backprop(self.enc.layers(), self.dec.layers(), head.posterior, x.flatten(2), self._noise,
+                                 lambda p: self._loss_and_grads(p, t))
+        self.opt.update()
+        for k, (names, row) in rows.items():
+            self.loops[k].buffer.add_row(t, names, row)
+
+    def _loss_and_grads(self, p: Pass, t: int) -> tuple[dict, tuple[torch.Tensor, ...]]:
+        """Each group's terms and output gradients; rows of runs that have ended get zero gradients."""
+        groups, rows = self._groups(), {}
+        whole = len(groups) == 1 and len(groups[0]) == len(self.loops)
+        grads = None if whole else tuple(torch.zeros_like(v) for v in (p.out.logits, p.q.mu, p.q.logvar))
+        for ks in groups:
+            objectives = [self.loops[k].s.objective for k in ks]
+            _, table, names, part = type(objectives[0]).group_loss_and_grads(objectives, self._rows(ks, p), t)
+            rows.update({k: (names, row) for k, row in zip(ks, table.unbind(0))})
+            if whole:
+                grads = part
+            else:
+                index = torch.tensor(ks, device=p.x.device)
+                for full, g in zip(grads, part):
+                    full.index_copy_(0, index, g)
+        return rows, grads
+
+    def _rows(self, ks: list[int], p: Pass) -> Pass:
+        """The rows `ks` of a stacked pass (the pass itself when they are all of them)."""
+        if ks == list(range(len(self.loops))):
+            return p
+        rows = torch.tensor(ks, device=p.x.device)
+        q = Posterior(*(None if v is None else v[rows] for v in (p.q.mu, p.q.logvar, p.q.scale_tril)))
+        return Pass(p.x[rows], q, p.z[rows], DecoderOut(*(None if v is None else v[rows] for v in
+                                                         (p.out.logits, p.out.log_sigma))))
+
     def _groups(self) -> list[list[int]]:
         """The live runs, grouped by their objectives' `group_key` (None: a group of its own)."""
         groups: dict = {}
@@ -233,20 +282,20 @@ class BatchedTrainer:
 
     def _group_loss(self, ks: list[int], x, q_parts, z, out, t: int):
         """The group's losses in one call on its rows of the stacked tensors."""
-        rows = slice(None) if ks == list(range(len(self.loops))) else torch.tensor(ks, device=x.device)
-        q = _posterior(self.kind, tuple(part[rows] for part in q_parts))
-        p = Pass(x[rows], q, z[rows], DecoderOut(out[0][rows], out[1][rows] if len(out) > 1 else None))
+        p = Pass(x, _posterior(self.kind, q_parts), z, DecoderOut(out[0], out[1] if len(out) > 1 else None))
         objectives = [self.loops[k].s.objective for k in ks]
-        return type(objectives[0]).group_loss(objectives, p, t)
+        return type(objectives[0]).group_loss(objectives, self._rows(ks, p), t)
 
     def _sample(self, q: Posterior) -> torch.Tensor:
         """z for every member at once, member k's noise drawn from its own solo stream: (K, B, L)."""
         if q.deterministic:
             return q.rsample()
-        shape = q.mu.shape[1:]
-        eps = torch.stack([torch.randn(shape, generator=g, device=q.mu.device, dtype=q.mu.dtype)
-                           for g in self.noise])  # (K, B, L)
-        return q.rsample(eps=eps)
+        return q.rsample(eps=self._noise(q.mu))
+
+    def _noise(self, mu: torch.Tensor) -> torch.Tensor:
+        """Standard-normal noise like μ (K, B, L), member k's rows from its own solo stream."""
+        return torch.stack([torch.randn(mu.shape[1:], generator=g, device=mu.device, dtype=mu.dtype)
+                            for g in self.noise])
 
     def _pairs(self, k: int) -> list[tuple[torch.Tensor, torch.Tensor, tuple | None]]:
         """(run k's own parameter, the optimised tensor holding it, (stack, name, k) to slice it, or None

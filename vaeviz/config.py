@@ -160,6 +160,9 @@ class TrainConfig:
     compile: str = knob("auto", choices=["auto", "on", "off"],
                         help="torch.compile the encoder and decoder (auto: on a GPU only)")
     threads: int = knob(0, lo=0, hi=256, help="CPU threads (0: auto, 1 for small nets, every core for large ones)")
+    backward: str = knob("auto", choices=["auto", "autograd"],
+                         help="auto: a hand-derived backward pass for MLP VAE/β-VAE with a diagonal posterior "
+                              "(faster on small nets), autograd for everything else")
 
 
 @dataclass

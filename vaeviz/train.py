@@ -23,6 +23,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from vaeviz import analytic
 from vaeviz.config import RunConfig
 from vaeviz.data import Dataset, load_dataset
 from vaeviz.evaluation import evaluate, probe_snapshot
@@ -184,11 +185,21 @@ class _Loop:
         self.x_eval = torch.as_tensor(setup.data.x_eval, device=setup.device)
         self.buffer, self.last = _Buffer(), {}
         self.compiled = maybe_compile(setup.model, cfg.train.compile, setup.device)
+        self.backprop = self._pick_backprop()
+
+    def _pick_backprop(self) -> Callable[[torch.Tensor, int], Losses]:
+        """What computes a batch's losses and gradients: compiled nets, the hand-derived backward
+        pass (`vaeviz.analytic`) where it applies, or autograd."""
+        if self.compiled is not None:
+            return self._compiled_step
+        if self.cfg.train.backward == "auto" and analytic.supports(self.s.model, self.s.objective):
+            return analytic.AnalyticStep(self.s.model, self.s.objective)
+        return self._forward_backward
 
     def step(self, t: int) -> None:
         idx = torch.randint(0, self.x.shape[0], (self.cfg.train.batch_size,), generator=self.gen, device=self.x.device)
-        x = self.x[idx]
-        losses = self._forward_backward(x, t) if self.compiled is None else self._compiled_step(x, t)
+        x = self.x.index_select(0, idx)
+        losses = self.backprop(x, t)
         self.opt.update()
         self.s.objective.after_step(losses, t)
         self.buffer.add(t, losses.terms)
@@ -211,7 +222,7 @@ class _Loop:
                 raise
             log.warning("torch.compile failed (%s: %s); training eagerly", type(exc).__name__, exc)
             self.s.objective.load_state_dict(state)
-            self.compiled = None
+            self.compiled, self.backprop = None, self._forward_backward
             return self._forward_backward(x, t)
         self.compiled.ready = True
         return losses

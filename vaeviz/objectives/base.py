@@ -92,6 +92,18 @@ class Objective(nn.Module):
         with nothing to do in `after_step`."""
         raise NotImplementedError
 
+    def has_loss_grads(self) -> bool:
+        """Whether `group_loss_and_grads` is this class's (then `vaeviz.analytic` can train it)."""
+        return False
+
+    @classmethod
+    def group_loss_and_grads(cls, objectives: list, p: Pass, step: int) -> tuple:
+        """`group_loss` without a graph, plus its gradient w.r.t. the decoder logits (K, B, D), the
+        posterior's μ (K, B, L) and log σ² (K, B, L), derived by hand, each holding the sample z
+        fixed (the trainer adds the path through z): (losses, terms, names, (∂logits, ∂μ, ∂log σ²)).
+        Also for one run's tensors without the run axis, giving a scalar loss and (T,) terms."""
+        raise NotImplementedError
+
     def set_dataset_size(self, n: int) -> None:
         """Told the training-set size N before training (β-TCVAE's estimators need it)."""
 

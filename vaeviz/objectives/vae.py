@@ -10,9 +10,10 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from vaeviz.config import knob
-from vaeviz.distributions import bernoulli_nll, gaussian_nll
+from vaeviz.distributions import LOG_2PI, bernoulli_nll, gaussian_nll
 from vaeviz.objectives.base import Losses, Objective, Params, Pass
 
 
@@ -43,6 +44,44 @@ class VAE(Objective):
         if type(self) is not VAE:
             terms["beta"] = torch.tensor(beta)
         return Losses(loss, terms)
+
+    def has_loss_grads(self) -> bool:
+        """True for the classes whose loss is this one (not β-TCVAE, which has its own)."""
+        return type(self).loss is VAE.loss
+
+    @classmethod
+    def group_loss_and_grads(cls, objectives, p, step):
+        """`group_loss` without a graph (also on one run's (B, ·) tensors), and its gradient w.r.t.
+        (logits l, μ, log σ²) with z fixed, derived by hand. The residual r = s − x, s = sigmoid(l),
+        gives the MSE, the Gaussian NLL and both decoders' gradients:
+        Bernoulli Σ NLL = Σ softplus(l) − x·l, ∂/∂l = r;
+        Gaussian (σ fixed, σ-VAE eq. 4) Σ NLL = BD(½ log 2π + log σ) + Σ r²/(2σ²), ∂/∂l = r s (1 − s)/σ²;
+        KL (Kingma & Welling 2014, app. B) ∂/∂μ = μ, ∂/∂log σ² = ½(σ² − 1).
+        Everything is over B, and the rate's part times β_t."""
+        (n, d), lead = p.x.shape[-2:], p.x.shape[:-2]  # lead: (K,), or () for one run's (B, ·) tensors
+        logits, mu, logvar, x = p.out.logits, p.q.mu, p.q.logvar, p.x
+        like = dict(dtype=logits.dtype, device=logits.device)
+        beta = torch.tensor([o.beta(step) for o in objectives], **like).view(lead)
+        s = torch.sigmoid(logits)
+        r = s - x  # (..., B, D)
+        sq = r.pow(2).sum((-2, -1))
+        if objectives[0].params.decoder == "bernoulli":
+            distortion = (F.softplus(logits).sum((-2, -1)) - (x * logits).sum((-2, -1))) / n
+            d_logits = r.div_(n)
+        else:
+            log_sigma = torch.tensor([math.log(o.params.sigma) for o in objectives], **like).view(lead)
+            inv_var = torch.exp(-2.0 * log_sigma)
+            distortion = sq * inv_var * (0.5 / n) + d * (0.5 * LOG_2PI + log_sigma)
+            d_logits = r.mul_(s).mul_(1.0 - s).mul_(inv_var.view(*lead, 1, 1) / n)
+        var = logvar.exp()  # (..., B, L)
+        rate = 0.5 * (mu * mu + var - 1.0 - logvar).sum((-2, -1)) / n
+        loss = distortion + beta * rate
+        columns = {"loss": loss, "rate": rate, "distortion": distortion, "mse": sq / (n * d)}
+        if cls is not VAE:
+            columns["beta"] = beta
+        weight = (beta / n).view(*lead, 1, 1)
+        grads = d_logits, mu * weight, var.sub_(1.0).mul_(0.5 * weight)
+        return loss, torch.stack(list(columns.values()), -1), list(columns), grads
 
     def group_key(self):
         """Grouped by class and decoder, for the classes whose loss is this one (not β-TCVAE's)."""

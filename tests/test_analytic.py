@@ -1,0 +1,120 @@
+"""The hand-derived backward pass equals autograd: gradients, terms, metric streams and batches."""
+
+import numpy as np
+import pytest
+import torch
+
+from vaeviz import analytic
+from vaeviz.batched import BatchedTrainer, train_batched
+from vaeviz.config import RunConfig
+from vaeviz.train import MemorySink, build, train
+
+BASE = ["data.name=digits", "model.hidden=48,32", "train.batch_size=32", "train.eval_every=1000",
+        "train.checkpoint_every=1000"]
+FITS = [[], ["objective.decoder=gaussian", "objective.sigma=0.3"],
+        ["objective.name=beta_vae", "objective.beta=3", "objective.schedule=linear", "objective.warmup_steps=20"],
+        ["objective.name=beta_vae", "objective.beta=0.5", "objective.decoder=gaussian", "objective.sigma=0.05"]]
+AUTOGRAD_ONLY = [["model.covariance=full"], ["model.arch=conv", "model.hidden=8,16"],
+                 ["objective.name=sigma_vae"], ["objective.name=sigma_vae", "objective.variance=network"],
+                 ["objective.name=geco"], ["objective.name=rae"], ["objective.name=beta_tcvae"]]
+
+
+def _cfg(*overrides, steps=20):
+    return RunConfig().with_overrides(BASE + [f"train.steps={steps}", *overrides])
+
+
+def _setup64(overrides):
+    setup = build(_cfg(*overrides), torch.device("cpu"))
+    setup.model.double()
+    return setup, torch.as_tensor(setup.data.x_train[:40]).double()
+
+
+@pytest.mark.parametrize("overrides", FITS)
+def test_gradients_and_terms_equal_autograd_in_float64(overrides):
+    setup, x = _setup64(overrides)
+    assert analytic.supports(setup.model, setup.objective)
+    torch.manual_seed(3)
+    ref = setup.objective(setup.model, x, 7)  # step 7: inside the linear warm-up
+    ref.loss.backward()
+    expected = {n: p.grad.clone() for n, p in setup.model.named_parameters()}
+    for p in setup.model.parameters():
+        p.grad = None
+    torch.manual_seed(3)  # the same ε
+    got = analytic.AnalyticStep(setup.model, setup.objective)(x, 7)
+    for name, p in setup.model.named_parameters():
+        np.testing.assert_allclose(p.grad.numpy(), expected[name].numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
+    assert set(got.terms) == set(ref.terms)
+    for name, value in ref.terms.items():
+        rel = 1e-7 if name == "beta" else 1e-12  # `loss` logs β as a float32 tensor
+        assert float(got.terms[name]) == pytest.approx(float(value), rel=rel), name
+
+
+def test_stacked_gradients_equal_the_solo_gradients_of_each_member():
+    cfgs = [_cfg(*o) for o in FITS]
+    trainer = BatchedTrainer(cfgs, [MemorySink() for _ in cfgs])
+    assert trainer.analytic
+    x = torch.stack([torch.as_tensor(lp.s.data.x_train[:32]).flatten(1) for lp in trainer.loops])  # (K, B, D)
+    eps = torch.randn(len(cfgs), 32, cfgs[0].model.latent_dim)
+    noises = iter(eps)
+    head = trainer.loops[0].s.model.encoder.head
+    rows = analytic.backprop(trainer.enc.layers(), trainer.dec.layers(), head.posterior, x, lambda mu: eps,
+                             lambda p: trainer._loss_and_grads(p, 5))
+    for k, lp in enumerate(trainer.loops):
+        step = analytic.AnalyticStep(lp.s.model, lp.s.objective)
+        solo = analytic.backprop(step.encoder, step.decoder, head.posterior, x[k], lambda mu: next(noises),
+                                 lambda p, objective=lp.s.objective: _solo_terms(objective, p))
+        np.testing.assert_allclose(rows[k][1].numpy(), solo.numpy(), rtol=1e-5)
+        for name, own in lp.s.model.named_parameters():
+            stack = trainer.enc if name.startswith("encoder.") else trainer.dec
+            leaf = stack.params[name.split(".", 1)[1]]
+            np.testing.assert_allclose(stack.member(name, leaf.grad, k).numpy(), own.grad.numpy(), rtol=1e-4,
+                                       atol=1e-6, err_msg=name)
+
+
+def _solo_terms(objective, p):
+    _, row, _, grads = type(objective).group_loss_and_grads([objective], p, 5)
+    return row, grads
+
+
+@pytest.mark.parametrize("overrides", AUTOGRAD_ONLY)
+def test_everything_else_trains_with_autograd(overrides):
+    setup = build(_cfg(*overrides))
+    assert not analytic.supports(setup.model, setup.objective)
+
+
+def test_the_solo_stream_matches_autograd_for_20_steps():
+    for overrides in FITS:
+        fast, slow = MemorySink(), MemorySink()
+        train(_cfg(*overrides), fast)
+        train(_cfg(*overrides, "train.backward=autograd"), slow)
+        names = {n for _, split, n, _ in slow.rows if split == "train"}
+        assert names == {n for _, split, n, _ in fast.rows if split == "train"}
+        for name in names:
+            np.testing.assert_allclose(fast.series(name)[1], slow.series(name)[1], rtol=1e-4, atol=1e-6)
+
+
+def test_an_analytic_batch_matches_autograd_solo_runs_for_20_steps():
+    cfgs = [_cfg(*o) for o in FITS]
+    together = [MemorySink() for _ in cfgs]
+    train_batched(cfgs, together)
+    for cfg, sink in zip(cfgs, together):
+        solo = MemorySink()
+        train(cfg.with_overrides(["train.backward=autograd"]), solo)
+        for name in ("loss", "rate", "distortion", "mse"):
+            np.testing.assert_allclose(sink.series(name)[1], solo.series(name)[1], rtol=1e-4, atol=1e-6)
+
+
+def test_autograd_can_be_asked_for():
+    cfgs = [_cfg(), _cfg("train.backward=autograd")]
+    assert BatchedTrainer(cfgs[:1], [MemorySink()]).analytic
+    assert not BatchedTrainer(cfgs, [MemorySink(), MemorySink()]).analytic
+
+
+def test_final_eval_metrics_match_autograd_within_3_percent_after_2000_steps():
+    results = []
+    for backward in ("auto", "autograd"):
+        sink = MemorySink()
+        train(_cfg(f"train.backward={backward}", steps=2000), sink)
+        results.append({n: sink.series(n, "eval")[1][-1] for n in ("elbo", "rate", "distortion", "nll_sigma_free")})
+    for name, value in results[1].items():
+        assert abs(results[0][name] - value) <= 0.03 * abs(value), (name, results[0][name], value)
