@@ -7,7 +7,7 @@ import torch
 from vaeviz import analytic
 from vaeviz.batched import BatchedTrainer, train_batched
 from vaeviz.config import RunConfig
-from vaeviz.train import MemorySink, build, train
+from vaeviz.train import MemorySink, _Loop, build, make_optimizer, train
 
 BASE = ["data.name=digits", "model.hidden=48,32", "train.batch_size=32", "train.eval_every=1000",
         "train.checkpoint_every=1000"]
@@ -104,10 +104,16 @@ def test_an_analytic_batch_matches_autograd_solo_runs_for_20_steps():
             np.testing.assert_allclose(sink.series(name)[1], solo.series(name)[1], rtol=1e-4, atol=1e-6)
 
 
-def test_autograd_can_be_asked_for():
-    cfgs = [_cfg(), _cfg("train.backward=autograd")]
+def test_the_trainers_pick_the_analytic_pass_unless_told_or_unable():
+    for backward, expected in (("auto", True), ("autograd", False)):
+        cfg = _cfg(f"train.backward={backward}")
+        setup = build(cfg)
+        loop = _Loop(cfg, setup, make_optimizer(setup, 1e-3), torch.Generator(), MemorySink(), None, None, None)
+        assert isinstance(loop.backprop, analytic.AnalyticStep) == expected
+    cfgs = [_cfg(), _cfg("train.backward=autograd"), _cfg("objective.name=geco")]
     assert BatchedTrainer(cfgs[:1], [MemorySink()]).analytic
-    assert not BatchedTrainer(cfgs, [MemorySink(), MemorySink()]).analytic
+    assert not BatchedTrainer(cfgs[:2], [MemorySink(), MemorySink()]).analytic
+    assert not BatchedTrainer(cfgs[::2], [MemorySink(), MemorySink()]).analytic  # GECO needs autograd
 
 
 def test_final_eval_metrics_match_autograd_within_3_percent_after_2000_steps():

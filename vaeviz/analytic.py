@@ -95,7 +95,7 @@ def backward_chain(layers: list[Layer], inputs: list[torch.Tensor], g: torch.Ten
     for i in range(len(layers) - 1, -1, -1):
         g = affine_backward(layers[i], inputs[i], g, need_input or i > 0)
         if i > 0:  # inputs[i] is the previous layer's ReLU output: pass g where it was positive
-            g = torch.ops.aten.threshold_backward(g, inputs[i], 0)
+            g = torch.ops.aten.threshold_backward(g, inputs[i], 0, grad_input=g)
     return g
 
 

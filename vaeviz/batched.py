@@ -200,8 +200,9 @@ class BatchedTrainer:
 
     def step(self, t: int) -> None:
         """One optimiser step of every live run."""
-        x = torch.stack([lp.x[torch.randint(0, lp.x.shape[0], (lp.cfg.train.batch_size,), generator=lp.gen,
-                                            device=lp.x.device)] for lp in self.loops])  # (K, B, *shape)
+        x = torch.stack([lp.x.index_select(0, torch.randint(0, lp.x.shape[0], (lp.cfg.train.batch_size,),
+                                                            generator=lp.gen, device=lp.x.device))
+                         for lp in self.loops])  # (K, B, *shape)
         if self.analytic:
             return self._analytic_step(x, t)
         q_parts = self.enc(x)  # each (K, B, ...)
