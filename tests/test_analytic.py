@@ -121,6 +121,7 @@ def test_final_eval_metrics_match_autograd_within_3_percent_after_2000_steps():
     for backward in ("auto", "autograd"):
         sink = MemorySink()
         train(_cfg(f"train.backward={backward}", steps=2000), sink)
-        results.append({n: sink.series(n, "eval")[1][-1] for n in ("elbo", "rate", "distortion", "nll_sigma_free")})
+        # mse rather than nll_sigma_free = D/2 (log 2π mse + 1): that one sits near 0 here, where 3% means nothing
+        results.append({n: sink.series(n, "eval")[1][-1] for n in ("elbo", "rate", "distortion", "mse")})
     for name, value in results[1].items():
         assert abs(results[0][name] - value) <= 0.03 * abs(value), (name, results[0][name], value)

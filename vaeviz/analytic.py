@@ -109,13 +109,12 @@ def backprop(encoder: list[Layer], decoder: list[Layer], posterior: Callable[[to
     parameter's gradient. x is (B, D), or (K, B, D) for stacked layers; returns `loss_and_grads`'s result."""
     enc_inputs, out = forward_chain(encoder, x)  # out (..., B, 2L)
     q = posterior(out)  # μ, log σ² (..., B, L)
-    eps = noise(q.mu)
-    z = q.rsample(eps=eps)
+    sigma_eps = torch.exp(0.5 * q.logvar) * noise(q.mu)  # σ ⊙ ε
+    z = q.mu + sigma_eps  # as Posterior.rsample computes it
     dec_inputs, logits = forward_chain(decoder, z)  # (..., B, D)
     result, (d_logits, d_mu, d_logvar) = loss_and_grads(Pass(x, q, z, DecoderOut(logits)))
     d_z = backward_chain(decoder, dec_inputs, d_logits)  # (..., B, L)
-    d_sigma_eps = d_z * eps * torch.exp(0.5 * q.logvar)  # ∂z/∂log σ² = ½ σ ε
-    d_out = torch.cat([d_mu.add_(d_z), d_logvar.add_(d_sigma_eps, alpha=0.5)], -1)  # (..., B, 2L)
+    d_out = torch.cat([d_mu.add_(d_z), d_logvar.addcmul_(d_z, sigma_eps, value=0.5)], -1)  # ∂z/∂log σ² = ½ σ ε
     backward_chain(encoder, enc_inputs, d_out, need_input=False)
     return result
 
