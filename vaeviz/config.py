@@ -162,7 +162,7 @@ class TrainConfig:
     threads: int = knob(0, lo=0, hi=256, help="CPU threads (0: auto, 1 for small nets, every core for large ones)")
     backward: str = knob("auto", choices=["auto", "autograd"],
                          help="auto: a hand-derived backward pass for MLP VAE/β-VAE with a diagonal posterior "
-                              "(faster on small nets), autograd for everything else")
+                              "(faster on small nets; compiled runs keep autograd), autograd for everything else")
 
 
 @dataclass
