@@ -7,6 +7,8 @@ each run keeps its own minibatch generator, its own noise stream (a generator in
 run's default RNG would have), its own objective and state, sink, evaluations and checkpoints.
 Runs whose objectives share a `group_key` (VAE and β-VAE, by decoder) compute their losses in one
 `group_loss` call on the stacked tensors, each with its own β_t and σ; the others one by one.
+When every run fits `vaeviz.analytic` (MLP VAE/β-VAE), the stacked step is its hand-derived
+backward pass over the (K, in, out) layers instead of autograd.
 Adam is elementwise, so one fused Adam over the stacked tensors takes the same step each run
 would take alone; a run trained inside a batch therefore follows its solo trajectory up to
 matmul rounding. A run that diverges or is cancelled drops

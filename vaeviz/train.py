@@ -1,5 +1,7 @@
-"""The training loop: data resident on the device, random-index minibatches, Adam (one fused call
-per step, `vaeviz.optim`), with the runtime choices of `vaeviz.runtime` (threads, denormals, compile).
+"""The training loop: data resident on the device, random-index minibatches, gradients from the
+hand-derived pass of `vaeviz.analytic` where it applies (MLP VAE/β-VAE) and from autograd elsewhere,
+Adam (one fused call per step, `vaeviz.optim`), with the runtime choices of `vaeviz.runtime`
+(threads, denormals, compile).
 
 Steps are numbered 1..steps (step t is the t-th optimiser update). Train-split metrics of step
 t come from that step's batch and are kept on the device, synced to the sink only at a flush

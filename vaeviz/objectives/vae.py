@@ -57,7 +57,7 @@ class VAE(Objective):
         Bernoulli Σ NLL = Σ softplus(l) − x·l, ∂/∂l = r;
         Gaussian (σ fixed, σ-VAE eq. 4) Σ NLL = BD(½ log 2π + log σ) + Σ r²/(2σ²), ∂/∂l = r s (1 − s)/σ²;
         KL (Kingma & Welling 2014, app. B) ∂/∂μ = μ, ∂/∂log σ² = ½(σ² − 1).
-        Everything is over B, and the rate's part times β_t."""
+        Every gradient is divided by B, and the KL's multiplied by β_t."""
         (n, d), lead = p.x.shape[-2:], p.x.shape[:-2]  # lead: (K,), or () for one run's (B, ·) tensors
         logits, mu, logvar, x = p.out.logits, p.q.mu, p.q.logvar, p.x
         like = dict(dtype=logits.dtype, device=logits.device)
