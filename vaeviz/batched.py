@@ -179,7 +179,8 @@ class BatchedTrainer:
         self.enc = _stack([lp.s.model.encoder for lp in self.loops], _posterior_tensors)
         self.dec = _stack([lp.s.model.decoder for lp in self.loops], _decoder_tensors)
         self.opt = self._optimizer(cfgs[0].train.lr)
-        self.analytic = self._uses_analytic()
+        self.analytic = self._uses_analytic()  # then the stacked (weight, bias) chains it backpropagates through:
+        self.chains = (self.enc.layers(), self.dec.layers()) if self.analytic else None
         self.outcomes: list[TrainResult | Exception | None] = [None] * len(cfgs)
 
     def _posterior_kind(self) -> str:
@@ -236,7 +237,7 @@ class BatchedTrainer:
     def _analytic_step(self, x: torch.Tensor, t: int) -> None:
         """The step with the hand-derived backward pass over the stacked layers (`vaeviz.analytic`)."""
         head = self.loops[0].s.model.encoder.head
-        rows = analytic.backprop(self.enc.layers(), self.dec.layers(), head.posterior, x.flatten(2), self._noise,
+        rows = analytic.backprop(*self.chains, head.posterior, x.flatten(2), self._noise,
                                  lambda p: self._loss_and_grads(p, t))
         self.opt.update()
         for k, (names, row) in rows.items():

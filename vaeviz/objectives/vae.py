@@ -60,8 +60,7 @@ class VAE(Objective):
         Every gradient is divided by B, and the KL's multiplied by β_t."""
         (n, d), lead = p.x.shape[-2:], p.x.shape[:-2]  # lead: (K,), or () for one run's (B, ·) tensors
         logits, mu, logvar, x = p.out.logits, p.q.mu, p.q.logvar, p.x
-        like = dict(dtype=logits.dtype, device=logits.device)
-        beta = torch.tensor([o.beta(step) for o in objectives], **like).view(lead)
+        beta = _per_run([o.beta(step) for o in objectives], x).view(lead)
         s = torch.sigmoid(logits)
         r = s - x  # (..., B, D)
         sq = r.pow(2).sum((-2, -1))
@@ -69,19 +68,16 @@ class VAE(Objective):
             distortion = (F.softplus(logits).sum((-2, -1)) - (x * logits).sum((-2, -1))) / n
             d_logits = r.div_(n)
         else:
-            log_sigma = torch.tensor([math.log(o.params.sigma) for o in objectives], **like).view(lead)
+            log_sigma = _per_run([math.log(o.params.sigma) for o in objectives], x).view(lead)
             inv_var = torch.exp(-2.0 * log_sigma)
             distortion = sq * inv_var * (0.5 / n) + d * (0.5 * LOG_2PI + log_sigma)
             d_logits = r.mul_(s).mul_(1.0 - s).mul_(inv_var.view(*lead, 1, 1) / n)
         var = logvar.exp()  # (..., B, L)
         rate = 0.5 * (mu * mu + var - 1.0 - logvar).sum((-2, -1)) / n
         loss = distortion + beta * rate
-        columns = {"loss": loss, "rate": rate, "distortion": distortion, "mse": sq / (n * d)}
-        if cls is not VAE:
-            columns["beta"] = beta
         weight = (beta / n).view(*lead, 1, 1)
         grads = d_logits, mu * weight, var.sub_(1.0).mul_(0.5 * weight)
-        return loss, torch.stack(list(columns.values()), -1), list(columns), grads
+        return (loss, *cls._table(loss, rate, distortion, sq / (n * d), beta), grads)
 
     def group_key(self):
         """Grouped by class and decoder, for the classes whose loss is this one (not β-TCVAE's)."""
@@ -90,17 +86,26 @@ class VAE(Objective):
     @classmethod
     def group_loss(cls, objectives, p, step):
         """`loss` of K runs of this class and decoder at once, each with its own β_t and σ."""
-        like = p.x
-        beta = torch.tensor([o.beta(step) for o in objectives], dtype=like.dtype, device=like.device)  # (K,)
+        beta = _per_run([o.beta(step) for o in objectives], p.x)  # (K,)
         if objectives[0].params.decoder == "bernoulli":
             nll = bernoulli_nll(p.x, p.out.logits)  # (K, B)
         else:
-            log_sigma = torch.tensor([math.log(o.params.sigma) for o in objectives], dtype=like.dtype,
-                                     device=like.device).view(-1, 1, 1)  # (K, 1, 1)
+            log_sigma = _per_run([math.log(o.params.sigma) for o in objectives], p.x).view(-1, 1, 1)  # (K, 1, 1)
             nll = gaussian_nll(p.x, p.x_mean, log_sigma)
         distortion, rate = nll.mean(-1), p.q.kl().mean(-1)  # (K,)
         loss = distortion + beta * rate
-        columns = {"loss": loss, "rate": rate, "distortion": distortion, "mse": p.mse()}
+        table, names = cls._table(loss, rate, distortion, p.mse(), beta)
+        return loss, table.detach(), names
+
+    @classmethod
+    def _table(cls, loss, rate, distortion, mse, beta) -> tuple[torch.Tensor, list[str]]:
+        """The logged terms of K runs as a (K, T) table ((T,) for one run) and their T names."""
+        columns = {"loss": loss, "rate": rate, "distortion": distortion, "mse": mse}
         if cls is not VAE:
             columns["beta"] = beta
-        return loss, torch.stack(list(columns.values()), 1).detach(), list(columns)
+        return torch.stack(list(columns.values()), -1), list(columns)
+
+
+def _per_run(values: list[float], like: torch.Tensor) -> torch.Tensor:
+    """One value per run as a (K,) tensor of `like`'s dtype and device."""
+    return torch.tensor(values, dtype=like.dtype, device=like.device)
