@@ -1,4 +1,6 @@
-"""The hand-derived backward pass equals autograd: gradients, terms, metric streams and batches."""
+"""The hand-derived backward pass equals autograd: gradients, terms, state, metric streams and batches."""
+
+import copy
 
 import numpy as np
 import pytest
@@ -13,10 +15,14 @@ BASE = ["data.name=digits", "model.hidden=48,32", "train.batch_size=32", "train.
         "train.checkpoint_every=1000"]
 FITS = [[], ["objective.decoder=gaussian", "objective.sigma=0.3"],
         ["objective.name=beta_vae", "objective.beta=3", "objective.schedule=linear", "objective.warmup_steps=20"],
-        ["objective.name=beta_vae", "objective.beta=0.5", "objective.decoder=gaussian", "objective.sigma=0.05"]]
+        ["objective.name=beta_vae", "objective.beta=0.5", "objective.decoder=gaussian", "objective.sigma=0.05"],
+        ["objective.name=sigma_vae"], ["objective.name=sigma_vae", "objective.sigma_min=0.5"],  # floored σ*
+        ["objective.name=geco", "objective.kappa=0.05", "objective.nu=3", "objective.alpha=0.5"]]
 AUTOGRAD_ONLY = [["model.covariance=full"], ["model.arch=conv", "model.hidden=8,16"],
-                 ["objective.name=sigma_vae"], ["objective.name=sigma_vae", "objective.variance=network"],
-                 ["objective.name=geco"], ["objective.name=rae"], ["objective.name=beta_tcvae"]]
+                 ["objective.name=sigma_vae", "objective.variance=global_learned"],
+                 ["objective.name=sigma_vae", "objective.variance=per_dim"],
+                 ["objective.name=sigma_vae", "objective.variance=network"],
+                 ["objective.name=rae"], ["objective.name=beta_tcvae"]]
 
 
 def _cfg(*overrides, steps=20):
@@ -30,23 +36,34 @@ def _setup64(overrides):
 
 
 @pytest.mark.parametrize("overrides", FITS)
-def test_gradients_and_terms_equal_autograd_in_float64(overrides):
+def test_gradients_terms_and_state_equal_autograd_in_float64(overrides):
     setup, x = _setup64(overrides)
     assert analytic.supports(setup.model, setup.objective)
-    torch.manual_seed(3)
-    ref = setup.objective(setup.model, x, 7)  # step 7: inside the linear warm-up
-    ref.loss.backward()
-    expected = {n: p.grad.clone() for n, p in setup.model.named_parameters()}
-    for p in setup.model.parameters():
-        p.grad = None
-    torch.manual_seed(3)  # the same ε
-    got = analytic.AnalyticStep(setup.model, setup.objective)(x, 7)
-    for name, p in setup.model.named_parameters():
-        np.testing.assert_allclose(p.grad.numpy(), expected[name].numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
-    assert set(got.terms) == set(ref.terms)
-    for name, value in ref.terms.items():
-        rel = 1e-7 if name == "beta" else 1e-12  # `loss` logs β as a float32 tensor
-        assert float(got.terms[name]) == pytest.approx(float(value), rel=rel), name
+    fast = analytic.AnalyticStep(setup.model, setup.objective)
+    before = copy.deepcopy(setup.objective.state_dict())
+    for step in (6, 7):  # inside β's linear warm-up; GECO's C_ma moves from its first batch on
+        setup.objective.load_state_dict(before)
+        setup.model.zero_grad(set_to_none=True)
+        torch.manual_seed(step)
+        ref = setup.objective(setup.model, x, step)
+        ref.loss.backward()
+        setup.objective.after_step(ref, step)
+        expected = {n: p.grad.clone() for n, p in setup.model.named_parameters()}
+        state = copy.deepcopy(setup.objective.state_dict())
+        setup.objective.load_state_dict(before)
+        setup.model.zero_grad(set_to_none=True)
+        torch.manual_seed(step)  # the same ε
+        got = fast(x, step)
+        setup.objective.after_step(got, step)
+        for name, p in setup.model.named_parameters():
+            np.testing.assert_allclose(p.grad.numpy(), expected[name].numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
+        assert list(got.terms) == list(ref.terms)
+        for name, value in ref.terms.items():
+            rel = 1e-7 if name in ("beta", "kappa2") else 1e-12  # `loss` logs these as float32 tensors
+            assert float(got.terms[name]) == pytest.approx(float(value), rel=rel), name
+        for name, value in setup.objective.state_dict().items():  # σ² map, C_ma, λ, step
+            np.testing.assert_allclose(value.numpy(), state[name].numpy(), rtol=1e-6, err_msg=name)
+        before = state
 
 
 def test_stacked_gradients_equal_the_solo_gradients_of_each_member():
@@ -57,9 +74,11 @@ def test_stacked_gradients_equal_the_solo_gradients_of_each_member():
     eps = torch.randn(len(cfgs), 32, cfgs[0].model.latent_dim)
     noises = iter(eps)
     head = trainer.loops[0].s.model.encoder.head
+    states = [copy.deepcopy(lp.s.objective.state_dict()) for lp in trainer.loops]
     rows = analytic.backprop(trainer.enc.layers(), trainer.dec.layers(), head.posterior, x, lambda mu: eps,
                              lambda p: trainer._loss_and_grads(p, 5))
     for k, lp in enumerate(trainer.loops):
+        lp.s.objective.load_state_dict(states[k])  # the state this step started from
         step = analytic.AnalyticStep(lp.s.model, lp.s.objective)
         solo = analytic.backprop(step.encoder, step.decoder, head.posterior, x[k], lambda mu: next(noises),
                                  lambda p, objective=lp.s.objective: _solo_terms(objective, p))
@@ -100,8 +119,10 @@ def test_an_analytic_batch_matches_autograd_solo_runs_for_20_steps():
     for cfg, sink in zip(cfgs, together):
         solo = MemorySink()
         train(cfg.with_overrides(["train.backward=autograd"]), solo)
-        for name in ("loss", "rate", "distortion", "mse"):
-            np.testing.assert_allclose(sink.series(name)[1], solo.series(name)[1], rtol=1e-4, atol=1e-6)
+        names = {n for _, split, n, _ in solo.rows if split == "train"}  # with σ², λ, C_ma where logged
+        assert names == {n for _, split, n, _ in sink.rows if split == "train"}
+        for name in names:
+            np.testing.assert_allclose(sink.series(name)[1], solo.series(name)[1], rtol=1e-4, atol=1e-6, err_msg=name)
 
 
 def test_the_trainers_pick_the_analytic_pass_unless_told_or_unable():
@@ -110,10 +131,12 @@ def test_the_trainers_pick_the_analytic_pass_unless_told_or_unable():
         setup = build(cfg)
         loop = _Loop(cfg, setup, make_optimizer(setup, 1e-3), torch.Generator(), MemorySink(), None, None, None)
         assert isinstance(loop.backprop, analytic.AnalyticStep) == expected
-    cfgs = [_cfg(), _cfg("train.backward=autograd"), _cfg("objective.name=geco")]
+    cfgs = [_cfg(), _cfg("train.backward=autograd"), _cfg("objective.name=beta_tcvae")]
     assert BatchedTrainer(cfgs[:1], [MemorySink()]).analytic
     assert not BatchedTrainer(cfgs[:2], [MemorySink(), MemorySink()]).analytic
-    assert not BatchedTrainer(cfgs[::2], [MemorySink(), MemorySink()]).analytic  # GECO needs autograd
+    assert not BatchedTrainer(cfgs[::2], [MemorySink(), MemorySink()]).analytic  # β-TCVAE needs autograd
+    comparison = [_cfg(f"objective.name={name}") for name in ("vae", "beta_vae", "sigma_vae", "geco")]
+    assert BatchedTrainer(comparison, [MemorySink() for _ in comparison]).analytic  # the app's default
 
 
 def test_final_eval_metrics_match_autograd_within_3_percent_after_2000_steps():

@@ -4,9 +4,9 @@ A digits step is ~100 tiny ops, and on a small CPU autograd's bookkeeping (graph
 tensors, gradient accumulation) costs more than their arithmetic. For the common case (MLP
 encoder and decoder of Linear + ReLU layers, a diagonal Gaussian posterior sampled as
 z = μ + σ ⊙ ε (Kingma & Welling 2014, eq. 10), no decoder variance head, and an objective whose
-`group_loss_and_grads` gives its gradient w.r.t. the decoder logits and (μ, log σ²): VAE and
-β-VAE) this module runs the forward pass without a graph and backpropagates by hand, writing
-every gradient straight into the parameters' `.grad`:
+`group_loss_and_grads` gives its gradient w.r.t. the decoder logits and (μ, log σ²): VAE,
+β-VAE, σ-VAE with the closed-form σ*, GECO) this module runs the forward pass without a graph and
+backpropagates by hand, writing every gradient straight into the parameters' `.grad`:
 
     affine y = h Wᵀ + b:  ∂W = gᵀ h,  ∂b = Σ_batch g,  ∂h = g W;   ReLU: ∂h = g ⊙ [y > 0];
     reparameterisation:   ∂μ += ∂z,   ∂log σ² += ½ ∂z ⊙ σ ⊙ ε.

@@ -7,8 +7,8 @@ each run keeps its own minibatch generator, its own noise stream (a generator in
 run's default RNG would have), its own objective and state, sink, evaluations and checkpoints.
 Runs whose objectives share a `group_key` (VAE and β-VAE, by decoder) compute their losses in one
 `group_loss` call on the stacked tensors, each with its own β_t and σ; the others one by one.
-When every run fits `vaeviz.analytic` (MLP VAE/β-VAE), the stacked step is its hand-derived
-backward pass over the (K, in, out) layers instead of autograd.
+When every run fits `vaeviz.analytic` (MLP nets; VAE, β-VAE, closed-form σ-VAE or GECO), the stacked
+step is its hand-derived backward pass over the (K, in, out) layers instead of autograd.
 Adam is elementwise, so one fused Adam over the stacked tensors takes the same step each run
 would take alone; a run trained inside a batch therefore follows its solo trajectory up to
 matmul rounding. A run that diverges or is cancelled drops
@@ -29,7 +29,7 @@ from vaeviz import analytic
 from vaeviz.config import ConfigError, RunConfig
 from vaeviz.distributions import Posterior
 from vaeviz.nets import DecoderOut
-from vaeviz.objectives.base import Losses, Pass
+from vaeviz.objectives.base import Losses, Objective, Pass
 from vaeviz.optim import FastAdam
 from vaeviz.runtime import flushed_denormals, set_cpu_threads
 from vaeviz.train import FLUSH_SECONDS, Cancelled, Diverged, TrainResult, _Loop, build, make_optimizer
@@ -181,6 +181,8 @@ class BatchedTrainer:
         self.opt = self._optimizer(cfgs[0].train.lr)
         self.analytic = self._uses_analytic()  # then the stacked (weight, bias) chains it backpropagates through:
         self.chains = (self.enc.layers(), self.dec.layers()) if self.analytic else None
+        self.stateful = {k for k, lp in enumerate(self.loops)  # runs with an `after_step` (GECO's λ)
+                         if type(lp.s.objective).after_step is not Objective.after_step}
         self.outcomes: list[TrainResult | Exception | None] = [None] * len(cfgs)
 
     def _posterior_kind(self) -> str:
@@ -241,6 +243,8 @@ class BatchedTrainer:
                                  lambda p: self._loss_and_grads(p, t))
         self.opt.update()
         for k, (names, row) in rows.items():
+            if k in self.stateful:
+                self.loops[k].s.objective.after_step(Losses(row[0], dict(zip(names, row.unbind()))), t)
             self.loops[k].buffer.add_row(t, names, row)
 
     def _loss_and_grads(self, p: Pass, t: int) -> tuple[dict, tuple[torch.Tensor, ...]]:
@@ -255,16 +259,16 @@ class BatchedTrainer:
             if whole:
                 grads = part
             else:
-                index = torch.tensor(ks, device=p.x.device)
+                where = _where(ks, p.x.device)
                 for full, g in zip(grads, part):
-                    full.index_copy_(0, index, g)
+                    full[where] = g
         return rows, grads
 
     def _rows(self, ks: list[int], p: Pass) -> Pass:
         """The rows `ks` of a stacked pass (the pass itself when they are all of them)."""
         if ks == list(range(len(self.loops))):
             return p
-        rows = torch.tensor(ks, device=p.x.device)
+        rows = _where(ks, p.x.device)
         q = Posterior(*(None if v is None else v[rows] for v in (p.q.mu, p.q.logvar, p.q.scale_tril)))
         return Pass(p.x[rows], q, p.z[rows], DecoderOut(*(None if v is None else v[rows] for v in
                                                          (p.out.logits, p.out.log_sigma))))
@@ -362,6 +366,13 @@ class BatchedTrainer:
                 action(self.loops[k])
             except (Diverged, Cancelled) as exc:
                 self.outcomes[k] = exc
+
+
+def _where(ks: list[int], device: torch.device) -> slice | torch.Tensor:
+    """Rows `ks` of the run axis: a slice (a view, no copy) when they are consecutive, else an index."""
+    if ks == list(range(ks[0], ks[-1] + 1)):
+        return slice(ks[0], ks[-1] + 1)
+    return torch.tensor(ks, device=device)
 
 
 def _part(t: torch.Tensor, where: tuple | None) -> torch.Tensor:

@@ -161,8 +161,9 @@ class TrainConfig:
                         help="torch.compile the encoder and decoder (auto: on a GPU only)")
     threads: int = knob(0, lo=0, hi=256, help="CPU threads (0: auto, 1 for small nets, every core for large ones)")
     backward: str = knob("auto", choices=["auto", "autograd"],
-                         help="auto: a hand-derived backward pass for MLP VAE/β-VAE with a diagonal posterior "
-                              "(faster on small nets; compiled runs keep autograd), autograd for everything else")
+                         help="auto: a hand-derived backward pass for MLP nets with a diagonal posterior and "
+                              "VAE, β-VAE, closed-form σ-VAE or GECO (faster on small nets; compiled runs keep "
+                              "autograd), autograd for everything else")
 
 
 @dataclass

@@ -101,7 +101,8 @@ class Objective(nn.Module):
         """`group_loss` without a graph, plus its gradient w.r.t. the decoder logits (K, B, D), the
         posterior's μ (K, B, L) and log σ² (K, B, L), derived by hand, each holding the sample z
         fixed (the trainer adds the path through z): (losses, terms, names, (∂logits, ∂μ, ∂log σ²)).
-        Also for one run's tensors without the run axis, giving a scalar loss and (T,) terms."""
+        Also for one run's tensors without the run axis, giving a scalar loss and (T,) terms.
+        It updates each run's state as `loss` does; the trainer calls `after_step` after the step."""
         raise NotImplementedError
 
     def set_dataset_size(self, n: int) -> None:

@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from vaeviz.config import knob
-from vaeviz.distributions import LOG_2PI, bernoulli_nll, gaussian_nll
+from vaeviz.distributions import bernoulli_nll, gaussian_nll
 from vaeviz.objectives.base import Losses, Objective, Params, Pass
+from vaeviz.objectives.grads import gaussian_distortion, kl_and_grads, per_run, residual, squares_grad
 
 
 @dataclass
@@ -52,32 +53,23 @@ class VAE(Objective):
     @classmethod
     def group_loss_and_grads(cls, objectives, p, step):
         """`group_loss` without a graph (also on one run's (B, ·) tensors), and its gradient w.r.t.
-        (logits l, μ, log σ²) with z fixed, derived by hand. The residual r = s − x, s = sigmoid(l),
-        gives the MSE, the Gaussian NLL and both decoders' gradients:
-        Bernoulli Σ NLL = Σ softplus(l) − x·l, ∂/∂l = r;
-        Gaussian (σ fixed, σ-VAE eq. 4) Σ NLL = BD(½ log 2π + log σ) + Σ r²/(2σ²), ∂/∂l = r s (1 − s)/σ²;
-        KL (Kingma & Welling 2014, app. B) ∂/∂μ = μ, ∂/∂log σ² = ½(σ² − 1).
-        Every gradient is divided by B, and the KL's multiplied by β_t."""
-        (n, d), lead = p.x.shape[-2:], p.x.shape[:-2]  # lead: (K,), or () for one run's (B, ·) tensors
-        logits, mu, logvar, x = p.out.logits, p.q.mu, p.q.logvar, p.x
-        beta = _per_run([o.beta(step) for o in objectives], x).view(lead)
-        s = torch.sigmoid(logits)
-        r = s - x  # (..., B, D)
-        sq = r.pow(2).sum((-2, -1))
+        (logits l, μ, log σ²) with z fixed, derived by hand (`grads`): Bernoulli Σ NLL = Σ softplus(l) − x·l,
+        ∂/∂l = s − x; Gaussian at a fixed σ, ∂/∂l = (s − x) s (1 − s)/σ²; each divided by B, and the KL's
+        gradient multiplied by β_t."""
+        (n, d) = p.x.shape[-2:]
+        logits, x = p.out.logits, p.x
+        beta = per_run([o.beta(step) for o in objectives], x)  # (lead)
+        s, r, sq = residual(x, logits)
         if objectives[0].params.decoder == "bernoulli":
             distortion = (F.softplus(logits).sum((-2, -1)) - (x * logits).sum((-2, -1))) / n
             d_logits = r.div_(n)
         else:
-            log_sigma = _per_run([math.log(o.params.sigma) for o in objectives], x).view(lead)
-            inv_var = torch.exp(-2.0 * log_sigma)
-            distortion = sq * inv_var * (0.5 / n) + d * (0.5 * LOG_2PI + log_sigma)
-            d_logits = r.mul_(s).mul_(1.0 - s).mul_(inv_var.view(*lead, 1, 1) / n)
-        var = logvar.exp()  # (..., B, L)
-        rate = 0.5 * (mu * mu + var - 1.0 - logvar).sum((-2, -1)) / n
+            log_sigma = per_run([math.log(o.params.sigma) for o in objectives], x)
+            distortion = gaussian_distortion(sq, log_sigma, n, d)
+            d_logits = squares_grad(r, s, torch.exp(-2.0 * log_sigma) / n)
+        rate, d_mu, d_logvar = kl_and_grads(p.q, beta)
         loss = distortion + beta * rate
-        weight = (beta / n).view(*lead, 1, 1)
-        grads = d_logits, mu * weight, var.sub_(1.0).mul_(0.5 * weight)
-        return (loss, *cls._table(loss, rate, distortion, sq / (n * d), beta), grads)
+        return (loss, *cls._table(loss, rate, distortion, sq / (n * d), beta), (d_logits, d_mu, d_logvar))
 
     def group_key(self):
         """Grouped by class and decoder, for the classes whose loss is this one (not β-TCVAE's)."""
@@ -86,11 +78,11 @@ class VAE(Objective):
     @classmethod
     def group_loss(cls, objectives, p, step):
         """`loss` of K runs of this class and decoder at once, each with its own β_t and σ."""
-        beta = _per_run([o.beta(step) for o in objectives], p.x)  # (K,)
+        beta = per_run([o.beta(step) for o in objectives], p.x)  # (K,)
         if objectives[0].params.decoder == "bernoulli":
             nll = bernoulli_nll(p.x, p.out.logits)  # (K, B)
         else:
-            log_sigma = _per_run([math.log(o.params.sigma) for o in objectives], p.x).view(-1, 1, 1)  # (K, 1, 1)
+            log_sigma = per_run([math.log(o.params.sigma) for o in objectives], p.x).view(-1, 1, 1)  # (K, 1, 1)
             nll = gaussian_nll(p.x, p.x_mean, log_sigma)
         distortion, rate = nll.mean(-1), p.q.kl().mean(-1)  # (K,)
         loss = distortion + beta * rate
@@ -105,7 +97,3 @@ class VAE(Objective):
             columns["beta"] = beta
         return torch.stack(list(columns.values()), -1), list(columns)
 
-
-def _per_run(values: list[float], like: torch.Tensor) -> torch.Tensor:
-    """One value per run as a (K,) tensor of `like`'s dtype and device."""
-    return torch.tensor(values, dtype=like.dtype, device=like.device)
