@@ -335,29 +335,34 @@ class BatchedTrainer:
         tc = self.loops[0].cfg.train
         for k in self.live:
             self._guard(k, lambda lp: lp.evaluate(0))
-        last, begin = time.perf_counter(), time.perf_counter()
+        last = begin = time.perf_counter()
+        paused = 0.0  # time spent evaluating and checkpointing, left out of `seconds` as in a solo run
         for t in range(1, tc.steps + 1):
             self.step(t)
             ev, ck = t % tc.eval_every == 0 or t == tc.steps, t % tc.checkpoint_every == 0 or t == tc.steps
             if ev or ck or time.perf_counter() - last > FLUSH_SECONDS:
-                self._boundary(t, ev, ck)
+                paused += self._boundary(t, ev, ck)
                 last = time.perf_counter()
             if not self.live:
                 break
-        seconds = time.perf_counter() - begin
+        seconds = time.perf_counter() - begin - paused
         for k in self.live:
             self.outcomes[k] = TrainResult(tc.steps, self.loops[k].last, str(self.loops[k].s.device), seconds)
         return list(self.outcomes)
 
-    def _boundary(self, t: int, evaluate: bool, save: bool) -> None:
+    def _boundary(self, t: int, evaluate: bool, save: bool) -> float:
+        """Flush every live run, then evaluate and checkpoint them where due: the seconds those took."""
         for k in self.live:
             if evaluate or save or self.loops[k].should_stop():
                 self.sync_member(k)  # a cancelled run checkpoints its own current weights
             self._guard(k, lambda lp: lp.flush(t))
+        begin = time.perf_counter()
+        for k in self.live:
             if evaluate:
                 self._guard(k, lambda lp: lp.evaluate(t))
             if save:
                 self._guard(k, lambda lp: lp.checkpoint(t))
+        return time.perf_counter() - begin
 
     def _guard(self, k: int, action: Callable) -> None:
         """Run `action` on run k unless it has ended; a divergence or cancellation ends that run only."""
