@@ -70,7 +70,7 @@ def test_old_boolean_compile_values_still_load():
 
 
 def test_a_failing_compile_falls_back_to_the_eager_stream(monkeypatch, caplog):
-    eager = _train_rows(_cfg("objective.name=geco", "train.backward=autograd"))  # compiled runs use autograd
+    eager = _train_rows(_cfg("objective.name=geco"))
 
     def broken(fn, **_):
         def call(*args, **kwargs):

@@ -119,7 +119,7 @@ def backprop(encoder: list[Layer], decoder: list[Layer], posterior: Callable[[to
     return result
 
 
-def _solo_noise(mu: torch.Tensor) -> torch.Tensor:
+def _draw_noise(mu: torch.Tensor) -> torch.Tensor:
     return torch.randn(mu.shape, device=mu.device, dtype=mu.dtype)  # the draw of Posterior.rsample
 
 
@@ -140,5 +140,5 @@ class AnalyticStep:
             loss, row, names, grads = type(self.objective).group_loss_and_grads([self.objective], p, step)
             return Losses(loss, dict(zip(names, row.unbind()))), grads
 
-        return backprop(self.encoder, self.decoder, self.model.encoder.head.posterior, x.flatten(1), _solo_noise,
+        return backprop(self.encoder, self.decoder, self.model.encoder.head.posterior, x.flatten(1), _draw_noise,
                         loss_and_grads)

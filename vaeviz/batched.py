@@ -28,7 +28,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from vaeviz import analytic
 from vaeviz.config import ConfigError, RunConfig
 from vaeviz.distributions import Posterior
-from vaeviz.nets import DecoderOut
+from vaeviz.nets import DecoderOut, GaussianHead, MLPDecoder, MLPEncoder
 from vaeviz.objectives.base import Losses, Objective, Pass
 from vaeviz.optim import FastAdam
 from vaeviz.runtime import flushed_denormals, set_cpu_threads
@@ -109,11 +109,9 @@ class StackedMLP:
     @staticmethod
     def fits(modules: list[torch.nn.Module]) -> bool:
         """Plain MLP encoders/decoders (no spectral norm), as `vaeviz.nets` builds them."""
-        from vaeviz.nets import MLPDecoder, MLPEncoder
-
-        plain = all(type(m) in (torch.nn.Linear, torch.nn.ReLU, torch.nn.Sequential, MLPEncoder, MLPDecoder)
-                    or m.__class__.__name__ == "GaussianHead" for mod in modules for m in mod.modules())
-        return plain and isinstance(modules[0], (MLPEncoder, MLPDecoder))
+        plain = (torch.nn.Linear, torch.nn.ReLU, torch.nn.Sequential, MLPEncoder, MLPDecoder, GaussianHead)
+        return (all(type(m) in plain for mod in modules for m in mod.modules())
+                and isinstance(modules[0], (MLPEncoder, MLPDecoder)))
 
 
 def _stack(modules: list[torch.nn.Module], flatten: Callable) -> Stacked | StackedMLP:

@@ -1,5 +1,5 @@
 """The training loop: data resident on the device, random-index minibatches, gradients from the
-hand-derived pass of `vaeviz.analytic` where it applies (MLP VAE/β-VAE) and from autograd elsewhere,
+hand-derived pass of `vaeviz.analytic` where it applies (see `analytic.supports`) and from autograd elsewhere,
 Adam (one fused call per step, `vaeviz.optim`), with the runtime choices of `vaeviz.runtime`
 (threads, denormals, compile).
 
@@ -214,7 +214,7 @@ class _Loop:
 
     def _compiled_step(self, x: torch.Tensor, t: int) -> Losses:
         """Forward and backward through the compiled networks; a first step that fails is redone
-        eagerly (objective state restored first) and the run goes on without compile."""
+        as with compile off (objective state restored first) and the run goes on that way."""
         state = None if self.compiled.ready else copy.deepcopy(self.s.objective.state_dict())
         try:
             with self.compiled.installed():
@@ -224,8 +224,9 @@ class _Loop:
                 raise
             log.warning("torch.compile failed (%s: %s); training eagerly", type(exc).__name__, exc)
             self.s.objective.load_state_dict(state)
-            self.compiled, self.backprop = None, self._forward_backward
-            return self._forward_backward(x, t)
+            self.compiled = None
+            self.backprop = self._pick_backprop()  # what the run would use with compile off
+            return self.backprop(x, t)
         self.compiled.ready = True
         return losses
 

@@ -96,4 +96,3 @@ class VAE(Objective):
         if cls is not VAE:
             columns["beta"] = beta
         return torch.stack(list(columns.values()), -1), list(columns)
-
