@@ -6,7 +6,7 @@ PORT   ?= 8501
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.vaeviz-installed
 
-.PHONY: run test setup chromium lint bench clean
+.PHONY: run test test-fast setup chromium lint bench clean
 
 # (Re)install when pyproject.toml changes or TORCH differs from what the venv was built with.
 $(STAMP): pyproject.toml
@@ -27,11 +27,20 @@ chromium:
 	  else echo "chromium missing (not root): browser tests will be skipped"; fi; \
 	fi
 
+# The app listens on this machine only; `make run ADDRESS=0.0.0.0` serves the network (no login: see README).
+# User .npz uploads are capped at VAEVIZ_UPLOAD_MAX_MB, by the app and by Streamlit's own upload limit.
+ADDRESS ?= 127.0.0.1
+VAEVIZ_UPLOAD_MAX_MB ?= 200
 run: setup
-	$(BIN)/streamlit run app.py --server.port $(PORT) --browser.gatherUsageStats false
+	VAEVIZ_UPLOAD_MAX_MB=$(VAEVIZ_UPLOAD_MAX_MB) $(BIN)/streamlit run app.py --server.address $(ADDRESS) \
+	  --server.port $(PORT) --server.maxUploadSize $(VAEVIZ_UPLOAD_MAX_MB) --browser.gatherUsageStats false
 
 test: setup chromium
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# The inner loop: everything but the browser and slow end-to-end checks.
+test-fast: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not browser and not slow"
 
 lint: setup
 	$(BIN)/ruff check .

@@ -139,16 +139,24 @@ def test_the_trainers_pick_the_analytic_pass_unless_told_or_unable():
     assert BatchedTrainer(comparison, [MemorySink() for _ in comparison]).analytic  # the app's default
 
 
-@pytest.mark.parametrize("objective", ["vae", "sigma_vae", "geco"])
-def test_final_eval_metrics_match_autograd_within_3_percent_after_2000_steps(objective):
+@pytest.mark.parametrize("overrides", [FITS[0], FITS[4], FITS[6]], ids=["vae", "sigma_vae", "geco"])
+def test_final_eval_metrics_and_state_equal_autograd_in_float64_after_2000_steps(overrides):
+    """Both passes trained 2,000 steps in float64 agree to 1e-9 relative. The tolerance: the two passes
+    differ only in summation order, ~1e-16 per step; measured after 2,000 steps the gap is ≤ 4e-15
+    (Adam amplifies it by < 20×), so 1e-9 leaves six orders of magnitude for another CPU's kernels
+    while a wrong gradient anywhere in training moves these figures by far more. (In float32 the same
+    comparison drifts by a few percent, as much as seed-to-seed noise, and proves nothing.) GECO runs with
+    this file's κ = 0.05: at the default κ = 0.1 this small net never meets the constraint, λ sits at its
+    1e8 cap from step ~500, and from step ~1,300 the two roundings split by 0.5% even in float64."""
+    objective = overrides[0].removeprefix("objective.name=") if overrides else "vae"
     results = []
     for backward in ("auto", "autograd"):
         sink = MemorySink()
-        train(_cfg(f"objective.name={objective}", f"train.backward={backward}", steps=2000), sink)
-        # mse rather than nll_sigma_free = D/2 (log 2π mse + 1): that one sits near 0 here, where 3% means nothing
+        train(_cfg(*overrides, f"train.backward={backward}", "train.dtype=float64", steps=2000), sink)
         results.append({n: sink.series(n, "eval")[1][-1] for n in ("elbo", "rate", "distortion", "mse")})
         state = {"sigma_vae": "sigma2", "geco": "lambda"}.get(objective)  # the objective's own state, last step
         if state:
             results[-1][state] = sink.series(state)[1][-1]
+    assert results[0].keys() == results[1].keys()
     for name, value in results[1].items():
-        assert abs(results[0][name] - value) <= 0.03 * abs(value), (name, results[0][name], value)
+        np.testing.assert_allclose(results[0][name], value, rtol=1e-9, err_msg=name)

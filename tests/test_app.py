@@ -3,13 +3,19 @@ actions do what they say; errors reach the page as messages, never as tracebacks
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from vaeviz.app_state import plain, short
 from vaeviz.config import RunConfig
+from vaeviz.plots import literal
 from vaeviz.runs import RunStore
 from vaeviz.train import Cancelled, train
 
@@ -19,10 +25,10 @@ TINY = {"data.name": "digits", "model.hidden": "32,32", "train.steps": 150, "tra
         "train.checkpoint_every": 50, "train.probe_size": 300}
 
 
-def make_run(store: RunStore, overrides: dict, stop_at: int | None = None) -> str:
+def make_run(store: RunStore, overrides: dict, stop_at: int | None = None, name: str | None = None) -> str:
     """Train a tiny run in this process; stopped at `stop_at` it stays `running` (owned by this live process)."""
     cfg = RunConfig().with_overrides({**TINY, **overrides})
-    run_id = store.create_run(cfg, worker_pid=os.getpid())
+    run_id = store.create_run(cfg, name, worker_pid=os.getpid())
     reached = {"stop": False}
 
     def progress(step, total, metrics):
@@ -183,8 +189,22 @@ def test_bad_input_is_refused_with_its_message(monkeypatch, no_worker, tmp_path,
     getattr(at, kind)(key=key).set_value(value).run()
     at.button(key="launch").click().run()
     assert not at.exception
-    assert any(message in e.value for e in at.error), [e.value for e in at.error]
+    assert any(plain(message) in e.value for e in at.error), [e.value for e in at.error]
     assert store.list_runs() == []
+
+
+def test_launch_runs_the_preflight_checks(homes, monkeypatch, no_worker, tmp_path):
+    """A network whose training state exceeds VAEVIZ_MAX_MODEL_BYTES is refused at launch, from Train and Compare."""
+    monkeypatch.setenv("VAEVIZ_MAX_MODEL_BYTES", "1000")
+    store = RunStore(tmp_path / "preflight")
+    at = app(store, monkeypatch)
+    at.button(key="launch").click().run()
+    assert any(plain("VAEVIZ_MAX_MODEL_BYTES") in e.value for e in at.error) and store.list_runs() == []
+    store, ids = homes["finished"]
+    before = store.list_runs()
+    at = page(app(store, monkeypatch, run=ids["geco"]), "compare")
+    at.button(key="cmp_launch").click().run()
+    assert any(plain("VAEVIZ_MAX_MODEL_BYTES") in e.value for e in at.error) and store.list_runs() == before
 
 
 def test_runs_page_actions(homes, monkeypatch, no_worker, tmp_path):
@@ -291,3 +311,175 @@ def test_cancel_from_the_train_page(monkeypatch, no_worker, tmp_path):
     at.button(key="cancel").click().run()
     assert store.cancel_requested(run_id) and store.get(run_id).status == "running"  # the worker stops it
     assert not problems(at)
+
+
+# -- inputs that cannot hurt: user text, links, uploads ----------------------------------------
+
+HOSTILE = ["![n](http://127.0.0.1:9/x.png)", "<img src=x onerror=alert(1)>", "**bold**", "[link](javascript:alert(1))"]
+FAILURE = "diverged at ![e](http://127.0.0.1:9/e.png) **loud** <b>x</b> [l](javascript:alert(1)) :red[red] $x$"
+MARKDOWN_KINDS = ["markdown", "caption", "error", "warning", "info", "success", "title", "header", "subheader", "toast"]
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory) -> tuple[RunStore, list[str]]:
+    """Runs named in markdown and HTML: a finished run, a queued one with metrics, a failed one and an interrupted
+    one whose error messages are markdown too."""
+    store = RunStore(tmp_path_factory.mktemp("hostile"))
+    ids = [make_run(store, {"objective.name": "vae"}, name=HOSTILE[0])]
+    ids += [store.create_run(RunConfig().with_overrides(TINY), name) for name in HOSTILE[1:]]
+    store.add_metrics(ids[1], [(step, split, name, value + step / 50) for step in (0, 50) for split in ("train", "eval")
+                               for name, value in (("rate", 1.0), ("distortion", 30.0))])
+    store.set_status(ids[2], "failed", FAILURE)
+    store.set_status(ids[3], "interrupted", FAILURE)
+    return store, ids
+
+
+def markdown_text(at: AppTest) -> list[str]:
+    """Every string of the page that Streamlit renders as markdown (sidebar included)."""
+    texts = [e.value for kind in MARKDOWN_KINDS for e in at.get(kind)]
+    return texts + [m.label for m in at.metric] + [p.text for p in at.get("progress")]
+
+
+def chart_strings(at: AppTest) -> list[str]:
+    """Every string inside the page's plotly figures (names, titles, table cells), which plotly renders as HTML."""
+    def walk(node):
+        if isinstance(node, str):
+            yield node
+        elif isinstance(node, (list, dict)):
+            for item in node.values() if isinstance(node, dict) else node:
+                yield from walk(item)
+
+    return [s for chart in at.get("plotly_chart") for s in walk(json.loads(chart.proto.spec))]
+
+
+@pytest.mark.parametrize("which", range(len(HOSTILE)))
+def test_names_and_messages_are_shown_as_text(hostile, monkeypatch, no_worker, which):
+    """On every page, each run name and error message appears escaped, never as markdown or HTML."""
+    store, ids = hostile
+    at = app(store, monkeypatch, run=ids[which])
+    shown, charts = [], []
+    for name in PAGES:
+        page(at, name)
+        assert not (at.exception if which >= 2 else problems(at)), (name, problems(at))
+        if name == "compare":
+            at.multiselect(key="cmp_pick").set_value(ids[:2]).run()
+        shown += markdown_text(at)
+        charts += chart_strings(at)
+    for raw in HOSTILE + [FAILURE]:
+        assert not [t for t in shown if raw in t], raw
+    assert [t for t in shown if plain(HOSTILE[which]) in t]  # Runs, Compare and the Train progress name it
+    if which >= 2:  # the failed and the interrupted run show their error on every page but Compare
+        assert sum(plain(FAILURE) in t for t in shown) == len(PAGES) - 1
+    assert {literal(HOSTILE[0]), literal(HOSTILE[1])} <= set(charts)  # the information planes' legends
+    assert not [s for s in charts if "<img" in s or "<b>" in s]
+
+
+@pytest.mark.parametrize("raw", ["9" * 5000, "²", "-1", "1e400", "nan", "12 ", HOSTILE[0]])
+def test_a_bad_step_in_the_link_falls_back_to_the_latest_step(homes, monkeypatch, no_worker, raw):
+    store, ids = homes["finished"]
+    at = app(store, monkeypatch, run=ids["sigma"], step=raw)
+    assert not problems(at)
+    (note,) = [t.value for t in at.toast]
+    assert plain(short(raw)) in note and "not a step number" in note and len(note) < 150
+    assert "step" not in at.query_params
+    page(at, "tiling")
+    assert not problems(at)
+    assert at.select_slider(key="scrub_tiling").value == store.snapshot_steps(ids["sigma"])[-1]
+
+
+@pytest.mark.parametrize("raw", ["garbage", "deadbeef", "x" * 5000, "²", HOSTILE[0], HOSTILE[1]])
+def test_an_unknown_run_in_the_link_falls_back_to_the_newest_run(homes, monkeypatch, no_worker, raw):
+    store, _ = homes["finished"]
+    newest = store.list_runs()[0].id
+    at = app(store, monkeypatch, run=raw, step="50")
+    assert not problems(at)
+    (note,) = [t.value for t in at.toast]
+    assert plain(short(raw)) in note and len(note) < 150
+    assert raw == plain(raw) or raw not in note  # markdown shown escaped
+    assert at.sidebar.selectbox(key="run").value == newest and at.query_params["run"] == newest
+    page(at, "tiling")
+    assert not problems(at)
+    assert at.select_slider(key="scrub_tiling").value == 50  # a good step still applies
+
+
+def test_an_unknown_run_in_the_link_of_an_empty_store(homes, monkeypatch, no_worker):
+    at = app(homes["none"][0], monkeypatch, run="nope")
+    assert not problems(at) and [t.value for t in at.toast] == ["No run nope here."]
+    assert any("No runs yet" in i.value for i in page(at, "runs").info)
+
+
+def npz_bytes(n: int = 60) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, x=np.random.default_rng(0).random((n, 8, 8)).astype(np.float32), y=np.arange(n) % 3)
+    return buf.getvalue()
+
+
+def choose_npz(at: AppTest) -> AppTest:
+    at.selectbox(key="cfg:data.name").set_value("npz").run()
+    assert "cfg:data.path" not in [t.key for t in at.text_input]  # no server path is ever typed
+    return at
+
+
+def test_npz_data_is_uploaded_and_stored_by_its_content(monkeypatch, no_worker, tmp_path):
+    monkeypatch.setenv("VAEVIZ_DATA_DIR", str(tmp_path / "no-data"))
+    store = RunStore(tmp_path / "upload")
+    at = choose_npz(app(store, monkeypatch))
+    assert not at.radio  # an empty data folder: uploads only
+    at.button(key="launch").click().run()
+    assert any("Upload a .npz file" in e.value for e in at.error) and store.list_runs() == []
+
+    at.file_uploader(key="npz_upload").set_value(("../../x/evil.npz", b"not an npz", "application/zip")).run()
+    (error,) = [e.value for e in at.error]
+    assert plain("../../x/evil.npz is not a valid .npz file") in error
+    assert str(tmp_path) not in error and str(store.home) not in error
+    assert not list((store.home / "uploads").iterdir())  # an invalid upload is not kept
+    at.button(key="launch").click().run()
+    assert store.list_runs() == []
+
+    good = npz_bytes()
+    at.file_uploader(key="npz_upload").set_value(("mine.npz", good, "application/zip")).run()
+    assert not at.error and any("60 examples" in c.value for c in at.caption)
+    at.number_input(key="cfg:train.steps").set_value(20)
+    at.button(key="launch").click().run()
+    assert not problems(at)
+    (rec,) = store.list_runs()
+    path = Path(rec.config.data.path)
+    assert path == store.home / "uploads" / f"{hashlib.sha256(good).hexdigest()[:32]}.npz"
+    assert path.read_bytes() == good and rec.config.data.name == "npz"
+
+
+def test_an_upload_over_the_limit_is_refused(monkeypatch, no_worker, tmp_path):
+    monkeypatch.setenv("VAEVIZ_UPLOAD_MAX_MB", "1")
+    store = RunStore(tmp_path / "limit")
+    at = choose_npz(app(store, monkeypatch))
+    assert at.file_uploader(key="npz_upload").proto.max_upload_size_mb == 1
+    at.file_uploader(key="npz_upload").set_value(("big.npz", npz_bytes(6000), "application/zip")).run()
+    (error,) = [e.value for e in at.error]
+    assert "the limit is 1 MB" in error
+    assert not (store.home / "uploads").exists()
+
+
+def test_npz_data_from_the_data_folder(monkeypatch, no_worker, tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "good.npz").write_bytes(npz_bytes())
+    (folder / "bad.npz").write_bytes(b"junk")
+    (folder / "notes.txt").write_text("not data")
+    monkeypatch.setenv("VAEVIZ_DATA_DIR", str(folder))
+    store = RunStore(tmp_path / "folder")
+    at = choose_npz(app(store, monkeypatch))
+    at.radio(key="npz_source").set_value("data folder").run()
+    assert at.selectbox(key="npz_folder_file").options == ["bad.npz", "good.npz"]
+    at.selectbox(key="npz_folder_file").set_value("bad.npz").run()
+    at.button(key="launch").click().run()
+    (error,) = [e.value for e in at.error]
+    assert plain("bad.npz") in error and str(folder) not in error and store.list_runs() == []
+    page(page(at, "runs"), "train")  # the choice survives a visit to another page
+    assert at.selectbox(key="npz_folder_file").value == "bad.npz"
+    at.selectbox(key="npz_folder_file").set_value("good.npz").run()
+    at.number_input(key="cfg:train.steps").set_value(20)
+    at.button(key="launch").click().run()
+    (rec,) = store.list_runs()
+    assert rec.config.data.path == str(folder / "good.npz")
+    page(at, "runs")
+    assert str(folder) not in at.json[0].proto.body  # the config shows $VAEVIZ_DATA_DIR, not the server's folder

@@ -68,8 +68,12 @@ def _assert_batch_matches_solo(cfgs):
 
 
 @pytest.mark.slow
-def test_final_eval_metrics_within_3_percent_after_2000_steps(tmp_path):
+def test_final_eval_metrics_equal_solo_runs_in_float64_after_2000_steps(tmp_path):
+    """A batch and its runs alone, 2,000 steps in float64, agree to 1e-9 relative: the stacked and the
+    solo step differ only in summation order (~1e-16 a step), measured ≤ 1e-14 apart at the end. In
+    float32 the same comparison drifts by as much as seed-to-seed noise and proves nothing."""
     cfgs = _cfgs(2000, ["train.seed=0"], ["objective.name=beta_vae", "objective.beta=2"], ["train.seed=1"])
+    cfgs = [cfg.with_overrides(["train.dtype=float64"]) for cfg in cfgs]
     together = [MemorySink() for _ in cfgs]  # the two VAE runs share one group loss
     train_batched(cfgs, together, workdirs=[tmp_path / "a", tmp_path / "b", tmp_path / "c"])
     for cfg, sink in zip(cfgs, together):
@@ -77,7 +81,7 @@ def test_final_eval_metrics_within_3_percent_after_2000_steps(tmp_path):
         train(cfg, solo)
         for name in ("elbo", "rate", "distortion", "nll_sigma_free"):
             a, b = solo.series(name, "eval")[1][-1], sink.series(name, "eval")[1][-1]
-            assert abs(b - a) <= 0.03 * abs(a), (name, a, b)
+            np.testing.assert_allclose(b, a, rtol=1e-9, err_msg=name)
     assert (tmp_path / "a" / "checkpoint.pt").exists() and (tmp_path / "b" / "checkpoint.pt").exists()
 
 

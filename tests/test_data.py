@@ -6,7 +6,6 @@ import gzip
 import hashlib
 import math
 import struct
-import time
 
 import numpy as np
 import pytest
@@ -171,10 +170,8 @@ def test_per_class_needs_labels(tmp_path):
 # ----------------------------------------------------------------------------- shapes
 
 
-def test_shapes_default_size_speed_and_factors():
-    start = time.perf_counter()
+def test_shapes_default_size_and_factors():
     ds = load_dataset(cfg(name="shapes"))
-    assert time.perf_counter() - start < 2.0
     assert ds.x_train.shape == (8000, 1, 32, 32) and ds.x_eval.shape == (2000, 1, 32, 32)
     assert ds.x_train.dtype == np.float32 and 0 <= ds.x_train.min() and ds.x_train.max() <= 1
     assert ds.factor_names == ["shape", "scale", "rotation", "x", "y"]
@@ -343,7 +340,8 @@ def test_npz_valid_files(tmp_path):
         ({"x": np.array([[0, 300], [2, 3]])}, r"integer with values in \[0, 300\]; integer pixels must lie in 0..255"),
         ({"x": np.zeros((4, 3)), "y": np.zeros(3)}, r"y in .* has 3 labels but x has 4 examples"),
         ({"x": np.zeros((4, 3)), "y": np.array([0.5, 1, 2, 3])}, r"y in .* has non-integer values"),
-        ({"x": np.zeros((1, 3))}, r"has 1 example\(s\); at least 2 are needed"),
+        ({"x": np.zeros((1, 3))}, r"has 1 example\(s\); at least 3 are needed"),
+        ({"x": np.zeros((2, 3))}, r"has 2 example\(s\); at least 3 are needed \(1 to evaluate, 2 to train"),
     ],
 )
 def test_npz_bad_contents(tmp_path, arrays, message):
@@ -376,3 +374,253 @@ def test_npz_edit_is_reloaded(tmp_path):
     assert load_dataset(npz_cfg(path)).x_train.max() == 0
     np.savez(path, x=np.ones((5, 2), np.float32))
     assert load_dataset(npz_cfg(path)).x_train.min() == 1
+
+
+# ----------------------------------------------------------------------------- bounded loading and hostile files
+
+
+def npz_with_header(path, shape, descr="<f4", data=b"", member="x.npy", extra=None) -> None:
+    """An .npz whose `member` holds a hand-written .npy header (any shape, true or not) and `data`."""
+    import io
+    import zipfile
+
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": descr, "fortran_order": False, "shape": tuple(shape)})
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(member, head.getvalue() + data)
+        for name, blob in (extra or {}).items():
+            z.writestr(name, blob)
+
+
+def peak_python_bytes(fn) -> int:
+    """Peak bytes allocated (Python and numpy, via tracemalloc) while fn() raises DataError."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError):
+            fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_fake_npz_header_of_a_terabyte_is_refused_before_allocating(tmp_path):
+    path = tmp_path / "fake.npz"
+    npz_with_header(path, (10**12, 784), data=bytes(64))
+    with pytest.raises(DataError) as e:
+        data.load_npz(path)
+    message = str(e.value)
+    assert str(path) in message and "(1000000000000, 784)" in message and "2 GB limit" in message
+    assert "VAEVIZ_MAX_DATA_BYTES" in message and "\n" not in message
+    assert peak_python_bytes(lambda: data.load_npz(path)) < 1_000_000
+
+
+def test_npz_limit_is_configurable_and_counts_float32(tmp_path, monkeypatch):
+    path = tmp_path / "zeros.npz"
+    np.savez_compressed(path, x=np.zeros((1000, 1000), np.uint8))  # 1 MB stored, 4 MB as float32, ~1 kB on disk
+    assert path.stat().st_size < 20_000
+    monkeypatch.setenv("VAEVIZ_MAX_DATA_BYTES", "3000000")
+    with pytest.raises(DataError, match=r"zeros\.npz .* needs 4 MB in memory, above the 3 MB limit"):
+        data.load_npz(path)
+    assert peak_python_bytes(lambda: data.load_npz(path)) < 500_000  # refused from the header alone
+    monkeypatch.setenv("VAEVIZ_MAX_DATA_BYTES", "5000000")
+    assert data.load_npz(path)[0].shape == (1000, 1000)
+    for bad in ("abc", "-5", "0", "9" * 40):
+        monkeypatch.setenv("VAEVIZ_MAX_DATA_BYTES", bad)
+        with pytest.raises(DataError, match="VAEVIZ_MAX_DATA_BYTES=.* is not a positive whole number of bytes"):
+            data.load_npz(path)
+
+
+@pytest.mark.parametrize(
+    "shape, descr, payload, extra, message",
+    [
+        ((1000, 10), "<f4", bytes(10), None, r"x in .* declares shape \(1000, 10\) of float32 \(40 kB\) but holds 10"),
+        ((5, 2), "|O", bytes(80), None, r"x in .* holds Python objects"),
+        ((5, 2), "<c8", bytes(80), None, r"x in .* has dtype complex64; expected integers, floats or booleans"),
+        ((5, 2), "<M8[s]", bytes(80), None, r"has dtype datetime64\[s\]; expected"),
+        ((5, 2), "<U3", bytes(120), None, r"has dtype <U3; expected integers"),
+        ((5, 2), "<f4", bytes(40), {"y.npy": b"not an npy"}, r"y in .* is not a \.npy array"),
+        ((5, -2), "<f4", bytes(40), None, r"negative dimension"),
+    ],
+)
+def test_npz_hostile_headers_and_dtypes(tmp_path, shape, descr, payload, extra, message):
+    path = tmp_path / "h.npz"
+    npz_with_header(path, shape, descr, payload, extra=extra)
+    with pytest.raises(DataError, match=message):
+        data.load_npz(path)
+
+
+def test_npz_raw_member_and_object_arrays_are_refused(tmp_path):
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "raw.npz", "w") as z:
+        z.writestr("x", b"just bytes, no npy header")
+    with pytest.raises(DataError, match=r"x in .*raw\.npz is not a \.npy array"):
+        data.load_npz(tmp_path / "raw.npz")
+    np.savez(tmp_path / "obj.npz", x=np.array([[0.1, None]] * 4, dtype=object))
+    with pytest.raises(DataError, match=r"holds Python objects \(dtype object\)"):
+        data.load_npz(tmp_path / "obj.npz")
+
+
+def test_npz_truncated_and_corrupted_archives(tmp_path):
+    path = tmp_path / "a.npz"
+    np.savez_compressed(path, x=np.random.default_rng(0).random((50, 8)))
+    blob = path.read_bytes()
+    for cut in (len(blob) // 3, len(blob) - 10, 30):
+        path.write_bytes(blob[:cut])
+        with pytest.raises(DataError, match=r"a\.npz is not a valid \.npz file"):
+            data.load_npz(path)
+    corrupt = bytearray(blob)
+    corrupt[200:260] = bytes(60)  # inside the deflated data
+    path.write_bytes(bytes(corrupt))
+    with pytest.raises(DataError, match=r"a\.npz is not a valid \.npz file \(.*\)$"):
+        data.load_npz(path)
+
+
+def test_npz_zip_with_a_huge_directory_is_refused(tmp_path):
+    import zipfile
+
+    path = tmp_path / "many.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("x.npy", b"")
+        for i in range(12_000):
+            z.writestr(f"{i:0100d}", b"")
+    with pytest.raises(DataError, match=r"many\.npz is not a valid \.npz file \(its zip directory has 1\.\d+ MB"):
+        data.load_npz(path)
+
+
+def test_npz_conversion_in_chunks_equals_the_whole(tmp_path, monkeypatch):
+    rng = np.random.default_rng(1)
+    x8, xf = rng.integers(0, 256, (50, 3, 4), dtype=np.uint8), rng.random((50, 6))
+    np.savez(tmp_path / "u8.npz", x=x8)
+    np.savez(tmp_path / "f.npz", x=xf)
+    monkeypatch.setattr(data, "CHUNK_BYTES", 40)
+    got8, gotf = data.load_npz(tmp_path / "u8.npz")[0], data.load_npz(tmp_path / "f.npz")[0]
+    assert np.array_equal(got8, (x8[:, None] / np.float32(255)).astype(np.float32))
+    assert np.array_equal(gotf, xf.astype(np.float32))
+    xf[49, 5] = np.nan
+    np.savez(tmp_path / "f.npz", x=xf)
+    with pytest.raises(DataError, match=r"has 1 NaN or infinite value\(s\)"):
+        data.load_npz(tmp_path / "f.npz")
+
+
+def test_bad_paths_are_named(tmp_path):
+    import os
+
+    os.symlink(tmp_path / "b.npz", tmp_path / "a.npz")
+    os.symlink(tmp_path / "a.npz", tmp_path / "b.npz")
+    os.mkfifo(tmp_path / "pipe.npz")
+    cases = {
+        tmp_path / "a.npz": r"npz file .*a\.npz is a symlink loop",
+        tmp_path / "pipe.npz": r"npz path .*pipe\.npz is not a file \(it is a fifo\)",
+        "/dev/null": r"npz path /dev/null is not a file \(it is a character device\)",
+        tmp_path: r"npz path .* is not a file \(it is a directory\)",
+        tmp_path / "gone" / "x.npz": r"npz file .*x\.npz does not exist",
+        str(tmp_path / "nul\x00.npz"): r"is not a valid path \(it holds a NUL character\)",
+        "~no_such_user_vaeviz/x.npz": r"npz path ~no_such_user_vaeviz/x\.npz names an unknown home directory",
+    }
+    for path, message in cases.items():
+        with pytest.raises(DataError, match=message):
+            load_dataset(npz_cfg(path))
+    (tmp_path / "pipe.gz").symlink_to(tmp_path / "pipe.npz")
+    with pytest.raises(DataError, match=r"IDX path .*pipe\.gz is not a file \(it is a fifo\)"):
+        data.read_idx(tmp_path / "pipe.gz")
+
+
+def test_unreadable_file_is_named(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    path = tmp_path / "secret.npz"
+    np.savez(path, x=np.zeros((4, 2)))
+    path.chmod(0)
+    if os.geteuid() == 0:  # root reads every file: make open() answer as it would for anyone else
+        real_open = os.open
+
+        def refuse(p, *args, **kw):
+            if str(p) == str(path):
+                raise PermissionError(errno.EACCES, "Permission denied", str(p))
+            return real_open(p, *args, **kw)
+
+        monkeypatch.setattr(os, "open", refuse)
+    with pytest.raises(DataError, match=r"npz file .*secret\.npz is not readable \(permission denied\)"):
+        data.load_npz(path)
+
+
+def write_gzip_stream(path, header: bytes, zeros: int, chunk: int = 1 << 20) -> None:
+    """A gzip file of `header` then `zeros` zero bytes, written a chunk at a time."""
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write(header)
+        for start in range(0, zeros, chunk):
+            f.write(bytes(min(chunk, zeros - start)))
+
+
+def test_idx_gzip_bomb_with_a_lying_header_is_refused_without_inflating(tmp_path):
+    path = tmp_path / "bomb.gz"
+    write_gzip_stream(path, struct.pack(">IIII", 0x803, 10, 28, 28), 30_000_000)
+    assert path.stat().st_size < 200_000
+    with pytest.raises(DataError, match=r"bomb\.gz holds more than 7840 data bytes but its header \(10, 28, 28\)"):
+        data.read_idx(path)
+    assert peak_python_bytes(lambda: data.read_idx(path)) < 2_000_000
+
+
+def test_idx_header_above_the_limit_is_refused_before_decompressing(tmp_path, monkeypatch):
+    path = tmp_path / "big.gz"
+    write_gzip_stream(path, struct.pack(">IIII", 0x803, 4_000_000_000, 28, 28), 1000)
+    with pytest.raises(DataError) as e:
+        data.read_idx(path)
+    message = str(e.value)
+    assert str(path) in message and "(4000000000, 28, 28)" in message and "2 GB limit" in message
+    write_gzip_stream(path, struct.pack(">IIII", 0x803, 1000, 28, 28), 784_000)  # honest: 3.1 MB as float32
+    monkeypatch.setenv("VAEVIZ_MAX_DATA_BYTES", "1000000")
+    with pytest.raises(DataError, match=r"needs 3\.14 MB in memory, above the 1 MB limit"):
+        data.read_idx(path)
+    assert peak_python_bytes(lambda: data.read_idx(path)) < 500_000
+    monkeypatch.delenv("VAEVIZ_MAX_DATA_BYTES")
+    assert data.read_idx(path).shape == (1000, 28, 28)
+
+
+def test_idx_one_byte_too_many_is_refused(tmp_path):
+    write_gzip_stream(tmp_path / "a.gz", struct.pack(">II", 0x801, 5), 6)
+    with pytest.raises(DataError, match=r"holds more than 5 data bytes but its header \(5,\) needs 5"):
+        data.read_idx(tmp_path / "a.gz")
+    write_gzip_stream(tmp_path / "b.gz", struct.pack(">II", 0x801, 0), 0)
+    assert data.read_idx(tmp_path / "b.gz").shape == (0,)
+    with gzip.open(tmp_path / "c.gz", "wb") as f:
+        f.write(struct.pack(">I", 0x803) + bytes(5))
+    with pytest.raises(DataError, match=r"c\.gz is shorter than its IDX header \(9 bytes\)"):
+        data.read_idx(tmp_path / "c.gz")
+
+
+# ----------------------------------------------------------------------------- splits large enough to train
+
+
+@pytest.mark.parametrize(
+    "kw, words",
+    [
+        (dict(name="moons", size=8, eval_fraction=0.9), ["'moons'", "1 example(s)", "8 examples, 7 held out",
+                                                        "data.eval_fraction=0.9", "at least 2", "ex-post GMM"]),
+        (dict(name="digits", n=1), ["'digits'", "1 example(s)", "data.n=1", "at least 2"]),
+        (dict(name="digits", per_class=1, n=1), ["data.per_class=1", "data.n=1"]),
+    ],
+)
+def test_train_split_too_small_for_the_ex_post_gmm(kw, words):
+    with pytest.raises(DataError) as e:
+        load_dataset(cfg(**kw))
+    for w in words:
+        assert w in str(e.value), str(e.value)
+
+
+def test_three_images_are_the_smallest_npz(tmp_path):
+    np.savez(tmp_path / "three.npz", x=np.full((3, 4), 0.5))
+    ds = load_dataset(npz_cfg(tmp_path / "three.npz"))
+    assert len(ds.x_train) == 2 and len(ds.x_eval) == 1
+    np.savez(tmp_path / "one_class.npz", x=np.full((6, 4), 0.5), y=np.zeros(6))
+    with pytest.raises(DataError, match=r"train split has 1 example\(s\) .*data\.per_class=1"):
+        load_dataset(cfg(name="npz", path=str(tmp_path / "one_class.npz"), per_class=1))
+
+
+def test_procedural_shapes_are_bounded():
+    with pytest.raises(DataError, match=r"'shapes' with data\.size=1000000 .* needs 4\.1 GB in memory, above the 2 GB"):
+        load_dataset(cfg(name="shapes", size=1_000_000))

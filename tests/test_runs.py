@@ -1,4 +1,4 @@
-"""RunStore: CRUD, WAL, atomic claims, cancellation, metrics, snapshots, dead-worker detection."""
+"""RunStore: CRUD, WAL, atomic claims, cancellation, metrics, snapshots, dead-worker detection, reclaims."""
 
 import json
 import multiprocessing
@@ -13,7 +13,16 @@ import numpy as np
 import pytest
 
 from vaeviz.config import RunConfig
-from vaeviz.runs import RunNotFound, RunStateError, RunStore, pid_alive
+from vaeviz.runs import (
+    HEARTBEAT_TIMEOUT,
+    MAX_RECLAIMS,
+    READ_GRACE,
+    SCHEMA,
+    RunNotFound,
+    RunStateError,
+    RunStore,
+    pid_alive,
+)
 
 
 def _cfg(*extra):
@@ -293,3 +302,123 @@ def test_pid_alive():
     os.waitid(os.P_PID, zombie.pid, os.WEXITED | os.WNOWAIT)  # wait for the exit without reaping it
     assert not pid_alive(zombie.pid)
     zombie.wait()
+
+
+def _set(store, run_id, **columns):
+    """Set columns of a run's row directly (a worker's state that tests cannot wait for)."""
+    with store._tx() as con:
+        for column, value in columns.items():
+            con.execute(f"UPDATE runs SET {column} = ? WHERE id = ?", (value, run_id))
+
+
+def test_a_dead_workers_run_shows_interrupted_wherever_it_is_listed(store):
+    readers = {"get": lambda rid: store.get(rid).status,
+               "list_runs": lambda rid: {r.id: r.status for r in store.list_runs()}[rid],
+               "count": lambda rid: "interrupted" if store.count("running") == 0 else "running"}
+    for read in readers.values():
+        rid = store.create_run(_cfg(), worker_pid=_dead_pid())
+        assert read(rid) == "running"  # a fresh heartbeat: not yet taken for dead
+        _set(store, rid, heartbeat=time.time() - READ_GRACE - 1)
+        assert read(rid) == "interrupted"
+        rec = store.get(rid)
+        assert rec.finished is not None and "a worker resumes it" in rec.error and f"vaeviz resume {rid}" in rec.error
+    alive = store.create_run(_cfg(), worker_pid=os.getpid())
+    _set(store, alive, heartbeat=time.time() - READ_GRACE - 1)
+    assert store.get(alive).status == "running"  # its pid lives: a slow heartbeat alone is not death
+    assert store.reclaimable() == len(readers)
+
+
+def test_a_run_on_another_host_is_dead_only_after_the_heartbeat_timeout(store):
+    quiet, silent = (store.create_run(_cfg(), worker_pid=_dead_pid()) for _ in range(2))
+    _set(store, quiet, worker_host="elsewhere", heartbeat=time.time() - HEARTBEAT_TIMEOUT / 2)
+    _set(store, silent, worker_host="elsewhere", heartbeat=time.time() - HEARTBEAT_TIMEOUT - 1)
+    assert [store.get(r).status for r in (quiet, silent)] == ["running", "interrupted"]
+
+
+def test_beat_refreshes_only_the_runs_the_worker_still_owns(store):
+    pid, old = os.getpid(), time.time() - 30
+    mine, elsewhere = store.create_run(_cfg(), worker_pid=pid), store.create_run(_cfg(), worker_pid=pid)
+    _set(store, mine, heartbeat=old)
+    _set(store, elsewhere, heartbeat=old, worker_host="elsewhere")
+    store.register_worker(pid)
+    store.beat(pid, [mine, elsewhere])
+    assert store.get(mine).heartbeat > old and store.get(elsewhere).heartbeat == old
+    store.beat(4242, [])  # a process with no workers row (a foreground `vaeviz train`) gets none
+    assert store.live_workers() == [pid]
+
+
+def test_only_runs_orphaned_by_their_worker_are_reclaimed(store):
+    crashed = store.create_run(_cfg(), worker_pid=_dead_pid())
+    ctrl_c = store.create_run(_cfg(), worker_pid=os.getpid())
+    store.set_status(ctrl_c, "interrupted", "stopped by Ctrl-C")
+    cancelled = store.create_run(_cfg())
+    store.request_cancel(cancelled)
+    stopped = store.create_run(_cfg(), worker_pid=os.getpid())
+    store.set_status(stopped, "interrupted", orphaned=True)  # its worker was told to stop (SIGTERM)
+    queued = store.create_run(_cfg())
+    assert store.mark_dead_interrupted() == [crashed]
+    assert [r.id for r in store.claim_group(1, reclaim=False)] == [queued]  # the opt-out leaves orphans alone
+    claimed = [store.claim_group(5, reclaim=True) for _ in range(3)]
+    assert [[r.id for r in c] for c in claimed] == [[crashed], [stopped], []]
+    assert all(c[0].resume and c[0].reclaims == 1 and c[0].status == "running" for c in claimed[:2])
+    assert [store.get(r).status for r in (ctrl_c, cancelled)] == ["interrupted", "cancelled"]
+
+
+def test_a_batch_orphaned_together_is_reclaimed_together(store):
+    batch = store.create_batch([_cfg(), _cfg("train.seed=1")])
+    lone = store.create_run(_cfg())
+    dead = _dead_pid()
+    assert [r.id for r in store.claim_group(dead)] == batch and [r.id for r in store.claim_group(dead)] == [lone]
+    assert sorted(store.mark_dead_interrupted()) == sorted([*batch, lone])
+    assert [r.id for r in store.claim_group(9, reclaim=True)] == batch
+    assert [r.id for r in store.claim_group(9, reclaim=True)] == [lone]
+
+
+def _reclaim_all(store, pid, out):
+    while recs := store.claim_group(pid, reclaim=True):
+        out.extend(r.id for r in recs)
+
+
+def test_reclaims_are_atomic_across_threads(store):
+    dead = _dead_pid()
+    ids = [store.create_run(_cfg(), worker_pid=dead) for _ in range(16)]
+    assert len(store.mark_dead_interrupted()) == 16
+    claimed = [[] for _ in range(4)]
+    threads = [threading.Thread(target=_reclaim_all, args=(store, 100 + i, claimed[i])) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(i for c in claimed for i in c) == sorted(ids)  # every orphan taken back exactly once
+
+
+def test_a_run_whose_workers_keep_dying_is_reclaimed_at_most_max_reclaims_times(store):
+    rid = store.create_run(_cfg(), worker_pid=_dead_pid())
+    for attempt in range(1, MAX_RECLAIMS + 1):
+        assert store.mark_dead_interrupted() == [rid]
+        (rec,) = store.claim_group(_dead_pid(), reclaim=True)  # ... and this worker dies too
+        assert (rec.id, rec.resume, rec.reclaims) == (rid, True, attempt)
+    assert store.mark_dead_interrupted() == [rid]
+    assert store.claim_group(7, reclaim=True) == [] and store.reclaimable() == 0
+    rec = store.get(rid)
+    assert rec.status == "interrupted" and f"died {MAX_RECLAIMS + 1} times" in rec.error
+    assert f"vaeviz resume {rid}" in rec.error
+    store.requeue(rid)  # the user's resume starts the count afresh
+    assert (store.get(rid).status, store.get(rid).reclaims) == ("queued", 0)
+
+
+def test_a_version_2_database_gains_the_reclaim_columns(tmp_path):
+    home = tmp_path / "old"
+    home.mkdir()
+    old = SCHEMA.replace(",\n    orphaned INTEGER NOT NULL DEFAULT 0,\n    reclaims INTEGER NOT NULL DEFAULT 0", "")
+    assert "reclaims" not in old
+    con = sqlite3.connect(home / "vaeviz.db")
+    con.executescript(old)
+    con.execute("INSERT INTO runs (id, name, status, config, objective, dataset, created) VALUES (?,?,?,?,?,?,?)",
+                ("abcd1234", "old", "done", _cfg().to_json(), "vae", "digits", time.time()))
+    con.execute("PRAGMA user_version=2")
+    con.commit()
+    con.close()
+    store = RunStore(home)
+    assert store.get("abcd1234").reclaims == 0 and store.reclaimable() == 0
+    assert store.get(store.create_run(_cfg())).status == "queued"

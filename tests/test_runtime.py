@@ -41,6 +41,16 @@ def test_auto_threads_one_for_small_nets_every_core_for_large(monkeypatch):
     assert runtime.cpu_threads(3, small, 32) == 3  # an explicit count is kept
 
 
+def _has_flush_to_zero() -> bool:
+    supported = torch.set_flush_denormal(True)  # False where the CPU has no such mode (non-x86)
+    torch.set_flush_denormal(False)
+    return supported
+
+
+needs_ftz = pytest.mark.skipif(not _has_flush_to_zero(), reason="this CPU has no flush-to-zero mode (x86 only)")
+
+
+@needs_ftz
 def test_flushed_denormals_zeroes_subnormal_results_then_restores():
     tiny = torch.tensor([1e-30], dtype=torch.float32)
     assert (tiny * 1e-10).item() > 0  # 1e-40 is a float32 denormal
@@ -49,6 +59,8 @@ def test_flushed_denormals_zeroes_subnormal_results_then_restores():
     assert (tiny * 1e-10).item() > 0
 
 
+@needs_ftz
+@pytest.mark.skipif(runtime._omp_libs() is None, reason="torch's OpenMP runtime here is not the libgomp it patches")
 def test_flushed_denormals_reaches_the_openmp_workers():
     x = torch.full((1 << 20,), 1e-39)  # denormal; 2 threads split this op between them
     torch.set_num_threads(2)

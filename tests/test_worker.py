@@ -1,19 +1,26 @@
-"""Workers: every run ends with a status, bad runs never stop the worker, kills resume, claims happen once."""
+"""Workers: every run ends with a status, bad runs never stop the worker, kills resume, claims happen once,
+dead workers' runs are reclaimed from their last checkpoint (by steps or by time) into the same stream."""
 
+import importlib.util
+import itertools
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import vaeviz.train
+from vaeviz import cli
+from vaeviz.batched import BatchedTrainer, train_batched
 from vaeviz.config import RunConfig
 from vaeviz.runs import RunStore, pid_alive
-from vaeviz.train import MemorySink, train
-from vaeviz.worker import ensure_worker, work
+from vaeviz.train import MemorySink, checkpoint_steps, resume_states, train
+from vaeviz.worker import _heartbeats, ensure_worker, work
 
 SMALL = ["data.name=digits", "model.latent_dim=2", "model.hidden=32,32", "train.batch_size=32",
          "train.eval_every=100", "train.probe_size=200"]
@@ -93,7 +100,7 @@ def test_an_unknown_error_fails_the_run_with_its_type(store, monkeypatch):
 
 @pytest.mark.slow
 def test_sigkilled_worker_leaves_interrupted_and_resume_continues_one_stream(store):
-    cfg = _cfg("train.steps=1500", "train.checkpoint_every=100", "train.eval_every=500")
+    cfg = _cfg("train.steps=1500", "train.checkpoint_every=100", "train.eval_every=500", "train.checkpoint_seconds=0")
     rid = store.create_run(cfg)
     proc = _worker_proc("--exit-when-idle", "--poll", "0.1")
     ckpt = store.artifact_dir(rid) / "checkpoint.pt"
@@ -101,8 +108,9 @@ def test_sigkilled_worker_leaves_interrupted_and_resume_continues_one_stream(sto
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = store.last_step(rid)
-    assert store.get(rid).status == "running" and 350 <= killed_at < 1500
-    assert work(store, exit_when_idle=True) == 0  # the next worker start notices the dead one
+    assert 350 <= killed_at < 1500
+    _wait(lambda: store.get(rid).status == "interrupted", 60, "a reader to see the dead worker's run")
+    assert work(store, exit_when_idle=True, reclaim=False) == 0  # the opt-out leaves it for `vaeviz resume`
     assert store.get(rid).status == "interrupted"
 
     res = subprocess.run([sys.executable, "-m", "vaeviz", "resume", rid], capture_output=True, text=True,
@@ -156,3 +164,211 @@ def test_ensure_worker_starts_one_detached_worker_only_when_needed(store):
     _wait(lambda: not pid_alive(pid), 30, "the idle worker to exit")
     assert ensure_worker(store) is None and store.live_workers() == []
     assert f"run {rid} done" in (store.home / "worker.log").read_text()
+
+
+# -- crashes, reclaims and time-based checkpoints ----------------------------------------------------------------
+
+CRASHABLE = ["train.steps=60", "train.eval_every=20", "train.checkpoint_every=20", "train.threads=1"]
+PAIR = ([], ["objective.name=beta_vae", "objective.beta=4", "train.seed=1"])  # a batch of two runs, one group
+
+
+class _Crash(Exception):
+    """What a SIGKILL does to a trainer, in-process: it stops mid-run, saving nothing more."""
+
+
+class _CrashAt:
+    """A sink that dies when handed rows of step `step` or later (those rows are lost, like unflushed ones)."""
+
+    def __init__(self, sink, step: int):
+        self.sink, self.step = sink, step
+
+    def write(self, rows):
+        if any(r[0] >= self.step for r in rows):
+            raise _Crash(f"killed at step {self.step}")
+        self.sink.write(rows)
+
+    def __getattr__(self, name):
+        return getattr(self.sink, name)
+
+
+@pytest.fixture
+def ticking(monkeypatch):
+    """The trainers' checkpoint clock advances one second per reading: time-based checkpoints without sleeping."""
+    ticks = itertools.count()
+    monkeypatch.setattr(vaeviz.train, "clock", lambda: float(next(ticks)))
+
+
+def _saves(monkeypatch) -> list[tuple[str, int, bool]]:
+    """Record every checkpoint the trainers save: (run folder name, step, with weights)."""
+    saves, save = [], vaeviz.train.save_checkpoint
+
+    def recording(workdir, step, *args, weights=True, **kwargs):
+        save(workdir, step, *args, weights=weights, **kwargs)
+        saves.append((Path(workdir).name, step, weights))
+
+    monkeypatch.setattr(vaeviz.train, "save_checkpoint", recording)
+    return saves
+
+
+def _rows(store, rid) -> list[tuple]:
+    return sorted(store.metrics(rid).itertuples(index=False, name=None))
+
+
+def test_time_based_checkpoints_come_between_step_checkpoints_and_change_nothing(tmp_path, ticking, monkeypatch):
+    saves = _saves(monkeypatch)
+    cfg = _cfg(*CRASHABLE, "train.checkpoint_seconds=7")
+    with_saves = MemorySink()
+    train(cfg, with_saves, workdir=tmp_path)
+    timed = [step for _, step, weights in saves if not weights]
+    assert timed and all(step % 20 for step in timed)  # saved by time, between the step-based ones
+    assert [step for _, step, weights in saves if weights] == [20, 40, 60]
+    assert checkpoint_steps(tmp_path) == [20, 40, 60]  # the explorer's weights stay on the step grid
+    assert sorted(resume_states(tmp_path)) == [max(timed), 60]  # the latest resume state and the one before
+    reference = MemorySink()
+    train(cfg, reference)  # no workdir: no checkpoint at all
+    assert with_saves.rows == reference.rows
+
+
+def test_no_time_based_checkpoint_with_checkpoint_seconds_0(tmp_path, ticking, monkeypatch):
+    saves = _saves(monkeypatch)
+    train(_cfg(*CRASHABLE, "train.checkpoint_seconds=0"), MemorySink(), workdir=tmp_path)
+    assert saves == [(tmp_path.name, 20, True), (tmp_path.name, 40, True), (tmp_path.name, 60, True)]
+
+
+def test_resume_from_a_time_based_checkpoint_continues_the_identical_stream(tmp_path, ticking):
+    cfg = _cfg(*CRASHABLE, "train.checkpoint_seconds=7")
+    reference, crashed = MemorySink(), MemorySink()
+    train(cfg, reference)
+    with pytest.raises(_Crash):
+        train(cfg, _CrashAt(crashed, 52), workdir=tmp_path)
+    start = max(resume_states(tmp_path))
+    assert 40 < start < 52  # a time-based checkpoint after the last step-based one
+    train(cfg, crashed, workdir=tmp_path, resume=True)
+    assert crashed.rows == reference.rows and sorted(crashed.snapshots) == sorted(reference.snapshots)
+
+
+@pytest.mark.parametrize("kill", ["between boundaries", "between the runs' saves"])
+def test_a_batch_resumes_whole_into_identical_streams(tmp_path, ticking, monkeypatch, kill):
+    cfgs = [_cfg(*CRASHABLE, "train.checkpoint_seconds=7", *v) for v in PAIR]
+    reference = [MemorySink() for _ in cfgs]
+    train_batched(cfgs, reference)
+    saves = _saves(monkeypatch)
+    if kill == "between the runs' saves":  # the kill comes before the second run's first save from step 30 on
+        save, killed = vaeviz.train.save_checkpoint, []
+
+        def dying(workdir, step, *args, **kwargs):
+            if Path(workdir).name == "b" and step >= 30 and not killed:
+                killed.append(step)
+                raise _Crash("killed while the batch was saving")
+            save(workdir, step, *args, **kwargs)
+
+        monkeypatch.setattr(vaeviz.train, "save_checkpoint", dying)
+    sinks, workdirs = [MemorySink() for _ in cfgs], [tmp_path / "a", tmp_path / "b"]
+    with pytest.raises(_Crash):
+        BatchedTrainer(cfgs, [_CrashAt(sinks[0], 52), sinks[1]], workdirs).run()
+    assert any(not weights for _, _, weights in saves)  # time-based saves came too
+    saved = {name: max(step for n, step, _ in saves if n == name) for name in ("a", "b")}
+    trainer = BatchedTrainer(cfgs, sinks, workdirs, resume=True)
+    assert trainer.start == saved["b"] and (saved["a"] > saved["b"]) == (kill != "between boundaries")
+    trainer.run()
+    assert [s.rows for s in sinks] == [r.rows for r in reference]
+
+
+def _crashed_run(store, batch: bool) -> tuple[list[str], list[MemorySink]]:
+    """Runs (one, or a batch of two) trained by a worker that died at step 52, and their reference streams."""
+    cfgs = [_cfg(*CRASHABLE, *v) for v in (PAIR if batch else PAIR[:1])]
+    ids = store.create_batch(cfgs) if batch else [store.create_run(cfgs[0])]
+    store.claim_group(_dead_pid())
+    sinks = [_CrashAt(store.sink(ids[0]), 52)] + [store.sink(i) for i in ids[1:]]
+    workdirs = [store.artifact_dir(i) for i in ids]
+    with pytest.raises(_Crash):
+        if batch:
+            BatchedTrainer(cfgs, sinks, workdirs).run()
+        else:
+            train(cfgs[0], sinks[0], workdir=workdirs[0])
+    reference = [MemorySink() for _ in cfgs]
+    train_batched(cfgs, reference) if batch else train(cfgs[0], reference[0])
+    return ids, reference
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["solo", "batch"])
+def test_a_worker_reclaims_a_dead_workers_runs_from_their_last_checkpoint(store, batch):
+    ids, reference = _crashed_run(store, batch)
+    assert [store.get(i).status for i in ids] == ["running"] * len(ids)  # until a worker looks
+    lines = []
+    assert work(store, exit_when_idle=True, log=lines.append) == len(ids)
+    for rid, ref in zip(ids, reference):
+        rec = store.get(rid)
+        assert (rec.status, rec.step, rec.reclaims) == ("done", 60, 1)
+        assert f"run {rid} done (resumed from step 40)" in lines
+        assert _rows(store, rid) == sorted(ref.rows)
+    assert sum("reclaimed 1×" in line for line in lines) == len(ids)
+
+
+def test_no_reclaim_leaves_the_run_interrupted_until_a_reclaiming_worker_comes(store, capsys):
+    (rid,), reference = _crashed_run(store, batch=False)
+    assert work(store, exit_when_idle=True, reclaim=False) == 0
+    assert cli.main(["worker", "--exit-when-idle", "--no-reclaim"]) == 0
+    assert "finished 0 run(s)" in capsys.readouterr().out
+    rec = store.get(rid)
+    assert rec.status == "interrupted" and f"vaeviz resume {rid}" in rec.error
+    assert work(store, exit_when_idle=True) == 1
+    assert store.get(rid).status == "done" and _rows(store, rid) == sorted(reference[0].rows)
+
+
+def test_a_run_cancelled_before_its_worker_died_is_not_reclaimed(store):
+    (rid,), _ = _crashed_run(store, batch=False)
+    assert store.request_cancel(rid) == "running"  # a flag its dead worker never saw
+    assert store.mark_dead_interrupted() == [rid]
+    assert store.get(rid).status == "cancelled" and work(store, exit_when_idle=True) == 0
+
+
+def test_heartbeats_go_on_while_the_body_is_busy(store, monkeypatch):
+    monkeypatch.setattr("vaeviz.worker.HEARTBEAT_EVERY", 0.01)
+    rid, old = store.create_run(_cfg(), worker_pid=os.getpid()), time.time() - 30
+    with store._tx() as con:
+        con.execute("UPDATE runs SET heartbeat = ? WHERE id = ?", (old, rid))
+    with _heartbeats(store, [store.get(rid)]):  # e.g. a long evaluation: no flush, no progress
+        _wait(lambda: store.get(rid).heartbeat > old, 60, "a heartbeat from the thread")
+
+
+def test_ensure_worker_also_starts_a_worker_for_orphaned_runs(store, monkeypatch):
+    (rid,), _ = _crashed_run(store, batch=False)
+    started = []
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: started.append(a) or _FakeProc())
+    monkeypatch.setattr("vaeviz.worker._children", [])
+    assert store.count("queued") == 0 and store.mark_dead_interrupted() == [rid]
+    assert ensure_worker(store) == _FakeProc.pid and len(started) == 1
+    store.unregister_worker(_FakeProc.pid)
+
+
+class _FakeProc:
+    pid = 999_999
+
+    def poll(self):
+        return None
+
+
+def _kill_trials():
+    """benchmarks/kill_trials.py, whose trial the slow test below runs twice."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "kill_trials.py"
+    spec = importlib.util.spec_from_file_location("kill_trials", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up while it is being executed
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["solo_random", "batch_during_write"])
+def test_sigkill_trial_interrupted_then_reclaimed_into_the_identical_stream(tmp_path, kind):
+    trial = _kill_trials().trial_of_kind(tmp_path, kind, seed=1, steps=6000)
+    assert trial.interrupted and trial.reclaimed, trial
+    assert trial.streams_equal and trial.integrity == "ok", trial
+    assert 0 <= trial.resumed_from <= trial.killed_at_step, trial

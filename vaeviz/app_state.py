@@ -1,4 +1,5 @@
-"""Streamlit-free helpers behind the app: progress and ETA, steps, Train form widget specs, images, a scatter.
+"""Streamlit-free helpers behind the app: user text, progress and ETA, steps, Train form widget specs, user .npz
+files, images.
 
 The pages wrap these in `st.cache_*` calls (views/common.py); nothing here imports streamlit, so it is
 tested and benchmarked like the rest of the library.
@@ -7,17 +8,44 @@ tested and benchmarked like the rest of the library.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
+import os
+import re
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from vaeviz.config import ConfigError, RunConfig, base_type
+from vaeviz.data import DataError, load_npz
 from vaeviz.runs import RunRecord, RunStore
 from vaeviz.train import checkpoint_steps
 
 ACTIVE = ("queued", "running")
+_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character
+_AUTOLINK = re.compile(r"(?<=:)(?=\\/\\/)|(?<=www)(?=\\\.)|(?=\\@)", re.IGNORECASE)  # escaped ://, www. and @
+
+
+# -- user text ---------------------------------------------------------------------------------
+
+
+def plain(text) -> str:
+    """`text` shown literally by any st.* element that renders markdown (markdown, caption, error, toast, progress,
+    widget labels): run names, error messages, anything a user typed or uploaded.
+
+    Every ASCII punctuation character is backslash-escaped, which markdown renders as the character itself, so no
+    image, link, HTML, emphasis, LaTeX or Streamlit directive survives; an invisible word joiner inside `://`,
+    `www.` and `@` keeps a URL or an e-mail address from becoming a link.
+    """
+    return _AUTOLINK.sub("\u2060", _PUNCTUATION.sub(r"\\\1", str(text)))
+
+
+def short(text, limit: int = 40) -> str:
+    """`text` cut to `limit` characters (to echo a bad value back)."""
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 # -- progress ----------------------------------------------------------------------------------
@@ -72,6 +100,11 @@ def nearest(steps: list[int], want: int | None) -> int | None:
     if want is None:
         return steps[-1]
     return min(steps, key=lambda s: (abs(s - want), -s))
+
+
+def parse_step(text: str | None) -> int | None:
+    """A step from a link (`?step=`): a plain decimal number of at most 12 ASCII digits, else None."""
+    return int(text) if text and re.fullmatch(r"[0-9]{1,12}", text) else None
 
 
 def checkpoint_for(store: RunStore, run_id: str, step: int | None) -> int | None:
@@ -160,6 +193,43 @@ def comparison_configs(cfg: RunConfig, objectives: list[str]) -> list[RunConfig]
     if not objectives:
         raise ConfigError("pick at least one objective to compare")
     return [cfg.with_overrides({"objective.name": name, "name": f"{name}-{cfg.data.name}-cmp"}) for name in objectives]
+
+
+# -- user .npz files ----------------------------------------------------------------------------
+
+UPLOAD_MAX_MB = 200  # default of $VAEVIZ_UPLOAD_MAX_MB, the largest .npz the app accepts
+
+
+def upload_limit_mb() -> int:
+    """The upload cap in MB: $VAEVIZ_UPLOAD_MAX_MB (a positive integer), else 200."""
+    value = os.environ.get("VAEVIZ_UPLOAD_MAX_MB", "")
+    return int(value) if value.isascii() and value.isdigit() and int(value) > 0 else UPLOAD_MAX_MB
+
+
+def save_upload(data: bytes, home: Path) -> Path:
+    """Store uploaded bytes as `home/uploads/<sha256 prefix>.npz` (the name never comes from the client)."""
+    path = Path(home) / "uploads" / f"{hashlib.sha256(data).hexdigest()[:32]}.npz"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)  # atomic: a concurrent reader sees the whole file or none
+    return path
+
+
+def check_npz(path: Path, shown: str) -> int:
+    """Validate a user .npz with the data loader; its number of examples. The DataError's message names the file
+    `shown`, never its server path."""
+    try:
+        return len(load_npz(path)[0])
+    except DataError as exc:
+        raise DataError(str(exc).replace(str(path), shown)) from None
+
+
+def npz_files(folder: Path) -> list[str]:
+    """The names of the .npz files in `folder` (none when it does not exist)."""
+    folder = Path(folder)
+    return sorted(p.name for p in folder.glob("*.npz") if p.is_file()) if folder.is_dir() else []
 
 
 # -- images ------------------------------------------------------------------------------------

@@ -13,6 +13,11 @@ Adam is elementwise, so one fused Adam over the stacked tensors takes the same s
 would take alone; a run trained inside a batch therefore follows its solo trajectory up to
 matmul rounding. A run that diverges or is cancelled drops
 out of the summed loss while the others go on.
+
+Checkpoints come at shared boundaries (by steps or by time, as in `vaeviz.train`), each run saving
+its own resume state with its own noise stream. `resume=True` restarts every run from the latest
+step all of them saved and rebuilds the stacked weights and Adam state from theirs, so a batch
+resumed whole writes the streams it would have written uninterrupted.
 """
 
 from __future__ import annotations
@@ -26,13 +31,26 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 
 from vaeviz import analytic
+from vaeviz import train as trainer  # its `clock`, which tests may replace
 from vaeviz.config import ConfigError, RunConfig
 from vaeviz.distributions import Posterior
 from vaeviz.nets import DecoderOut, GaussianHead, MLPDecoder, MLPEncoder
 from vaeviz.objectives.base import Losses, Objective, Pass
 from vaeviz.optim import FastAdam
 from vaeviz.runtime import flushed_denormals, set_cpu_threads
-from vaeviz.train import FLUSH_SECONDS, Cancelled, Diverged, TrainResult, _Loop, build, make_optimizer
+from vaeviz.train import (
+    FLUSH_SECONDS,
+    Cancelled,
+    Diverged,
+    TrainResult,
+    _Loop,
+    build,
+    checkpoint_due,
+    discard_resume_state,
+    load_checkpoint,
+    make_optimizer,
+    resume_states,
+)
 
 SHARED = ("data", "model", "train.steps", "train.batch_size", "train.lr", "train.device", "train.eval_every",
           "train.checkpoint_every")
@@ -154,7 +172,7 @@ class BatchedTrainer:
     """Train K compatible runs as one stacked model; each run streams to its own sink."""
 
     def __init__(self, cfgs: list[RunConfig], sinks: list, workdirs: list[Path | None] | None = None,
-                 should_stop: list[Callable[[], bool]] | None = None):
+                 should_stop: list[Callable[[], bool]] | None = None, resume: bool = False):
         check_batchable(cfgs)
         workdirs = workdirs or [None] * len(cfgs)
         should_stop = should_stop or [lambda: False] * len(cfgs)
@@ -167,6 +185,8 @@ class BatchedTrainer:
             gen = torch.Generator(device=setup.device).manual_seed(cfg.train.seed)
             wd = Path(wd) if wd is not None else None
             self.loops.append(_Loop(cfg, setup, make_optimizer(setup, cfg.train.lr), gen, sink, wd, stop, None))
+            self.loops[-1].noise = self.noise[-1]
+        self.start = self._resume() if resume else 0  # before stacking: the stacks copy the runs' weights
         specs = {lp.s.objective.net_spec() for lp in self.loops}
         if len(specs) > 1:
             raise ConfigError("runs in one batch must need the same network (e.g. no RAE beside a VAE)")
@@ -177,11 +197,45 @@ class BatchedTrainer:
         self.enc = _stack([lp.s.model.encoder for lp in self.loops], _posterior_tensors)
         self.dec = _stack([lp.s.model.decoder for lp in self.loops], _decoder_tensors)
         self.opt = self._optimizer(cfgs[0].train.lr)
+        if self.start:
+            self._stack_adam_state()
         self.analytic = self._uses_analytic()  # then the stacked (weight, bias) chains it backpropagates through:
         self.chains = (self.enc.layers(), self.dec.layers()) if self.analytic else None
         self.stateful = {k for k, lp in enumerate(self.loops)  # runs with an `after_step` (GECO's λ)
                          if type(lp.s.objective).after_step is not Objective.after_step}
         self.outcomes: list[TrainResult | Exception | None] = [None] * len(cfgs)
+
+    def _resume(self) -> int:
+        """Restore every run's resume state at the latest step all of them saved; that step (0: none)."""
+        if any(lp.workdir is None for lp in self.loops):
+            return 0
+        saved = [resume_states(lp.workdir) for lp in self.loops]
+        common = set.intersection(*(set(s) for s in saved))
+        start = max(common, default=0)
+        for lp, noise, states in zip(self.loops, self.noise, saved):
+            if start:
+                load_checkpoint(states[start], lp.s, lp.opt, lp.gen, noise)
+            else:  # a fresh start: step 0's rows are written again
+                discard_resume_state(lp.workdir)
+            lp.sink.truncate(start)
+        return start
+
+    def _stack_adam_state(self) -> None:
+        """The stacked optimiser's state from the runs' own (the inverse of `sync_member`)."""
+        with torch.no_grad():
+            for k, lp in enumerate(self.loops):
+                for own, leaf, where in self._pairs(k):
+                    saved = lp.opt.state.get(own)
+                    if not saved:
+                        continue
+                    state = self.opt.state.setdefault(leaf, {})
+                    for name, value in saved.items():
+                        if where is None or value.dim() == 0:  # an objective's own parameter, Adam's step
+                            state[name] = value.clone()
+                            continue
+                        if name not in state:
+                            state[name] = torch.zeros_like(leaf)
+                        _part(state[name], where).copy_(value)
 
     def _posterior_kind(self) -> str:
         spec, cfg = self.loops[0].s.objective.net_spec(), self.loops[0].cfg
@@ -331,16 +385,22 @@ class BatchedTrainer:
 
     def _run(self) -> list[TrainResult | Exception]:
         tc = self.loops[0].cfg.train
-        for k in self.live:
-            self._guard(k, lambda lp: lp.evaluate(0))
+        if self.start == 0:
+            for k in self.live:
+                self._guard(k, lambda lp: lp.evaluate(0))
+        timed = any(lp.workdir is not None for lp in self.loops)
+        every_s = min(lp.cfg.train.checkpoint_seconds for lp in self.loops)
         last = begin = time.perf_counter()
+        saved_at = trainer.clock()
         paused = 0.0  # time spent evaluating and checkpointing, left out of `seconds` as in a solo run
-        for t in range(1, tc.steps + 1):
+        for t in range(self.start + 1, tc.steps + 1):
             self.step(t)
-            ev, ck = t % tc.eval_every == 0 or t == tc.steps, t % tc.checkpoint_every == 0 or t == tc.steps
+            ev = t % tc.eval_every == 0 or t == tc.steps
+            ck = checkpoint_due(tc, t, saved_at if timed else None, every_s)
             if ev or ck or time.perf_counter() - last > FLUSH_SECONDS:
                 paused += self._boundary(t, ev, ck)
                 last = time.perf_counter()
+                saved_at = trainer.clock() if ck else saved_at
             if not self.live:
                 break
         seconds = time.perf_counter() - begin - paused
@@ -348,8 +408,9 @@ class BatchedTrainer:
             self.outcomes[k] = TrainResult(tc.steps, self.loops[k].last, str(self.loops[k].s.device), seconds)
         return list(self.outcomes)
 
-    def _boundary(self, t: int, evaluate: bool, save: bool) -> float:
-        """Flush every live run, then evaluate and checkpoint them where due: the seconds those took."""
+    def _boundary(self, t: int, evaluate: bool, save: str | None) -> float:
+        """Flush every live run, then evaluate and checkpoint them where due (`save`: "steps" or "time",
+        as `checkpoint_due` says): the seconds those took."""
         for k in self.live:
             if evaluate or save or self.loops[k].should_stop():
                 self.sync_member(k)  # a cancelled run checkpoints its own current weights
@@ -359,7 +420,7 @@ class BatchedTrainer:
             if evaluate:
                 self._guard(k, lambda lp: lp.evaluate(t))
             if save:
-                self._guard(k, lambda lp: lp.checkpoint(t))
+                self._guard(k, lambda lp: lp.checkpoint(t, weights=save == "steps"))
         return time.perf_counter() - begin
 
     def _guard(self, k: int, action: Callable) -> None:
@@ -386,6 +447,6 @@ def _part(t: torch.Tensor, where: tuple | None) -> torch.Tensor:
     return stack.member(name, t, k)
 
 
-def train_batched(cfgs: list[RunConfig], sinks: list, workdirs=None, should_stop=None) -> list:
+def train_batched(cfgs: list[RunConfig], sinks: list, workdirs=None, should_stop=None, resume: bool = False) -> list:
     """Train K compatible runs as one batched model; returns each run's TrainResult or exception."""
-    return BatchedTrainer(cfgs, sinks, workdirs, should_stop).run()
+    return BatchedTrainer(cfgs, sinks, workdirs, should_stop, resume).run()

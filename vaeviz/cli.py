@@ -2,22 +2,26 @@
 
     vaeviz train [--config FILE] [--preset NAME] [--set key=value ...] [--background] [--name NAME]
     vaeviz sweep [--preset NAME] [--set key=value ...] --vary key=v1,v2 [--vary ...] [--background]
-    vaeviz worker [--max-jobs N] [--exit-when-idle] [--poll S]
+    vaeviz worker [--max-jobs N] [--exit-when-idle] [--poll S] [--no-reclaim]
     vaeviz runs [--json] [--status S]
     vaeviz show RUN | cancel RUN | resume RUN [--background]
     vaeviz export RUN --format csv|parquet|json [--out FILE]
     vaeviz eval RUN [--step S] [--json]
     vaeviz datasets | presets
 
-A user error (bad key or value, unknown run, bad data file) prints one `error: ...` line on
-stderr and exits 2; a run that fails, diverges or is cancelled exits 1.
+A user error (bad key or value, unknown run, bad data file, a config that cannot train to the
+end, an unreadable checkpoint) prints one `error: ...` line on stderr and exits 2; a run that
+fails, diverges or is cancelled exits 1. `train`, `sweep` and `resume` run `preflight` on every
+config before a run is created or queued, so such errors leave no run behind.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -26,8 +30,16 @@ from datetime import datetime
 from pathlib import Path
 
 from vaeviz.config import ConfigError, RunConfig
+from vaeviz.data import UnreadableFile, open_regular
+from vaeviz.preflight import preflight
 from vaeviz.runs import STATUSES, RunStore
 from vaeviz.worker import Outcome, ensure_worker, run_batch, run_one, user_errors, work
+
+MAX_CONFIG_BYTES = 1 << 20  # a config file is a few hundred bytes
+MAX_SWEEP_RUNS = 256  # combinations of one sweep
+# what torch.load and load_state_dict raise on a corrupt or tampered checkpoint
+CHECKPOINT_ERRORS = (RuntimeError, EOFError, pickle.UnpicklingError, KeyError, IndexError, ValueError, TypeError,
+                     AttributeError, OSError)
 
 
 class UserError(Exception):
@@ -50,10 +62,7 @@ def _load_config(args) -> RunConfig:
     if args.config and args.preset:
         raise UserError("use either --config or --preset, not both")
     if args.config:
-        try:
-            cfg = RunConfig.from_json(Path(args.config).read_text())
-        except OSError as e:
-            raise UserError(f"cannot read config file {args.config}: {e.strerror}") from None
+        cfg = read_config_file(args.config)
     elif args.preset:
         from vaeviz.presets import preset_config
 
@@ -64,6 +73,32 @@ def _load_config(args) -> RunConfig:
     else:
         cfg = RunConfig()
     return cfg.with_overrides(args.set or [])
+
+
+def read_config_file(path: str) -> RunConfig:
+    """The config in a JSON file of at most MAX_CONFIG_BYTES; UserError/ConfigError (one line) otherwise."""
+    try:
+        with open_regular(path) as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except UnreadableFile as e:
+        raise UserError(f"cannot read config file {path}: it {e}") from None
+    except OSError as e:
+        raise UserError(f"cannot read config file {path}: {e.strerror or e}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise UserError(f"config file {path} is larger than {MAX_CONFIG_BYTES} bytes; a config is a small JSON object")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path} is not UTF-8 text") from None
+    return RunConfig.from_json(text)
+
+
+def checked_config(args) -> RunConfig:
+    """The config of `train` args (--config/--preset/--set), validated end to end by `preflight`:
+    what the CLI runs before creating a run, so a bad config leaves no run behind."""
+    cfg = _load_config(args)
+    preflight(cfg)
+    return cfg
 
 
 class Progress:
@@ -123,8 +158,8 @@ def _report(out: Outcome) -> int:
 
 
 def cmd_train(args) -> int:
+    cfg = checked_config(args)
     store = RunStore()
-    cfg = _load_config(args)
     pid = None if args.background else os.getpid()
     run_id = store.create_run(cfg, args.name, worker_pid=pid)
     _out(f"run: {run_id}")
@@ -139,17 +174,21 @@ def sweep_configs(base: RunConfig, vary: list[str]) -> list[RunConfig]:
 
     axes = []
     for item in vary:
-        key, sep, values = item.partition("=")
-        if not sep or not values.strip():
+        key, _, values = item.partition("=")
+        axis = [(key.strip(), v.strip()) for v in values.split(",") if v.strip()]
+        if not axis or not key.strip():
             raise UserError(f"--vary {item!r} is not of the form key=v1,v2,...")
-        axes.append([(key.strip(), v.strip()) for v in values.split(",") if v.strip()])
+        axes.append(axis)
+    total = math.prod(len(axis) for axis in axes)
+    if total > MAX_SWEEP_RUNS:
+        raise UserError(f"--vary gives {total} combinations; a sweep has at most {MAX_SWEEP_RUNS} runs")
     return [base.with_overrides(dict(combo)) for combo in itertools.product(*axes)]
 
 
 def cmd_sweep(args) -> int:
     """Queue the combinations as one batch: a worker trains them as one batched model."""
+    cfgs = checked_sweep(args)
     store = RunStore()
-    cfgs = sweep_configs(_load_config(args), args.vary)
     keys = [v.partition("=")[0].strip() for v in args.vary]
     names = [" ".join(f"{_short(k)}={_get(c, k)}" for k in keys) for c in cfgs]
     pid = None if args.background else os.getpid()
@@ -169,15 +208,24 @@ def cmd_sweep(args) -> int:
     return 0 if all(o.status == "done" for o in outs) else 1
 
 
+def checked_sweep(args) -> list[RunConfig]:
+    """The configs of `sweep` args, each validated by `preflight` before any run is created."""
+    cfgs = sweep_configs(_load_config(args), args.vary)
+    for cfg in cfgs:
+        preflight(cfg)
+    return cfgs
+
+
 def _short(key: str) -> str:
     """`objective.beta` -> `beta`, `objective.name` -> `objective`."""
     section, _, leaf = key.partition(".")
-    return section if leaf == "name" else leaf
+    return section if leaf == "name" or not leaf else leaf
 
 
 def _get(cfg: RunConfig, key: str):
     section, _, leaf = key.partition(".")
-    return cfg.to_dict()[section][leaf]
+    d = cfg.to_dict()
+    return d[section][leaf] if leaf else d[section]
 
 
 def _start_worker(store: RunStore) -> int:
@@ -192,7 +240,9 @@ def _start_worker(store: RunStore) -> int:
 def cmd_resume(args) -> int:
     store = RunStore()
     store.mark_dead_interrupted()
-    run_id = store.get(args.run).id
+    rec = store.get(args.run)
+    preflight(rec.config)
+    run_id = rec.id
     store.requeue(run_id, resume=True, worker_pid=None if args.background else os.getpid())
     _out(f"run: {run_id}")
     if args.background:
@@ -210,7 +260,7 @@ def cmd_worker(args) -> int:
 
     try:
         n = work(RunStore(), max_jobs=args.max_jobs, exit_when_idle=args.exit_when_idle, poll=args.poll,
-                 stop=stopping.is_set, log=log)
+                 stop=stopping.is_set, log=log, reclaim=not args.no_reclaim)
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
@@ -302,11 +352,37 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _load_for_eval(store: RunStore, run_id: str, step: int | None):
+    """(model, objective, data, step) of a run's checkpoint; a corrupt or tampered checkpoint is a UserError."""
+    from vaeviz.analysis.evaluate import load_model
+    from vaeviz.train import checkpoint_steps
+
+    try:
+        return load_model(store, run_id, step)
+    except (*user_errors(), FileNotFoundError):
+        raise
+    except CHECKPOINT_ERRORS as e:
+        steps = checkpoint_steps(store.artifact_dir(run_id))
+        chosen = max([s for s in steps if step is None or s <= step] or steps[:1] or [0])
+        path = Path(run_id) / "checkpoints" / f"step_{chosen:08d}.pt"
+        raise UserError(f"checkpoint {path} is unreadable: {_checkpoint_reason(e)}") from None
+
+
+def _checkpoint_reason(e: Exception) -> str:
+    """The first sentence of what torch said (its messages run to many lines), at most 160 characters."""
+    if isinstance(e, pickle.UnpicklingError):
+        return "it is not a weights-only torch checkpoint (or it was tampered with)"
+    text = " ".join(str(e).split()).split(". ")[0] or type(e).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
 def cmd_eval(args) -> int:
-    from vaeviz.analysis.evaluate import evaluate_run
+    from vaeviz.analysis.evaluate import EvalSettings, evaluate_model
 
     store = RunStore()
-    result = evaluate_run(store, store.get(args.run).id, args.step)
+    rec = store.get(args.run)
+    model, objective, data, _ = _load_for_eval(store, rec.id, args.step)
+    result = evaluate_model(model, objective, data, rec.config.data, EvalSettings())
     if args.json:
         _out(json.dumps(result))
     else:
@@ -335,6 +411,32 @@ def cmd_presets(args) -> int:
 # -- argument parsing --------------------------------------------------------------------------
 
 
+def _whole(lo: int):
+    """An argparse type: a whole number >= lo (and below 10**12)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text) if len(text) <= 20 else -1
+        except ValueError:
+            value = -1
+        if not lo <= value < 10**12:
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a whole number >= {lo}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds in (0, 3600]."""
+    try:
+        value = float(text) if len(text) <= 40 else math.nan
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number of seconds in (0, 3600]")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vaeviz", description="Train VAE-family models and inspect their runs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -357,9 +459,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vary", action="append", required=True, metavar="KEY=V1,V2", help="values to sweep (repeatable)")
     p.add_argument("--background", action="store_true", help="queue the batch and return; a worker trains it")
     p = command("worker", cmd_worker, "claim and train queued runs")
-    p.add_argument("--max-jobs", type=int, metavar="N", help="stop after N runs")
+    p.add_argument("--max-jobs", type=_whole(1), metavar="N", help="stop after N runs")
     p.add_argument("--exit-when-idle", action="store_true", help="stop when the queue is empty")
-    p.add_argument("--poll", type=float, default=1.0, metavar="S", help="seconds between queue checks")
+    p.add_argument("--no-reclaim", action="store_true", help="leave runs of dead workers interrupted")
+    p.add_argument("--poll", type=_seconds, default=1.0, metavar="S", help="seconds between queue checks")
     p = command("runs", cmd_runs, "list runs, newest first")
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.add_argument("--status", choices=STATUSES, help="only runs with this status")
@@ -375,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE", help="output file (default: stdout for csv/json)")
     p = command("eval", cmd_eval, "evaluate a run at a step (IWAE, holes, marginal KL, ...)")
     p.add_argument("run", metavar="RUN")
-    p.add_argument("--step", type=int, help="checkpoint step (default: the last)")
+    p.add_argument("--step", type=_whole(0), help="checkpoint step (default: the last)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     command("datasets", cmd_datasets, "list the built-in datasets")
     command("presets", cmd_presets, "list the config presets")

@@ -4,13 +4,22 @@ Every field is declared once with `knob(...)`, whose metadata (choices, bounds, 
 both validation here and the widget ranges in the app. Configs round-trip to JSON and accept
 dotted `key=value` overrides (`--set objective.beta=4`). Objective knobs live in each
 objective's own `Params` dataclass, looked up through the objective registry.
+
+Values are parsed strictly (`coerce`): an int knob takes an int, a whole float or a numeral that
+is exactly whole (`2.0`, `1e3`; not `2.5e0`, `True`, `inf` or `1e400`), and every int knob is
+bounded (`INT_LIMIT` when it declares no `hi`); a float knob takes numbers and numerals, and
+`check` refuses inf and nan; sections are dicts with text keys, lists have at most `MAX_ITEMS`
+entries. Anything else raises `ConfigError`, whose message is one line naming the key and value.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import json
 import math
+import numbers
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -52,38 +61,132 @@ def base_type(tp):
     return tp, False
 
 
-def coerce(key: str, value: Any, tp) -> Any:
-    """Convert `value` (possibly a string from the command line) to the field type `tp`."""
+MAX_NUMBER_TEXT = 64  # characters of a number written as text
+INT_LIMIT = 10**9  # the bound of an int knob that declares no `hi`
+MAX_ITEMS = 32  # entries of a list knob
+MAX_NAME = 200  # characters of a run name
+SEED_MAX = 2**32 - 1  # numpy's legacy seeding (scikit-learn's random_state) takes seeds below 2**32
+_SHOW = reprlib.Repr()
+_SHOW.maxstring = _SHOW.maxother = _SHOW.maxlong = 60
+_SHOW.maxlevel = 3
+
+
+def show(value: Any) -> str:
+    """A short repr for messages: long strings, numbers and nested lists are elided, never an exception."""
+    try:
+        return _SHOW.repr(value)
+    except (ValueError, RecursionError):  # an int too long to print, a list nested too deeply
+        return f"<{type(value).__name__}>"
+
+
+def _number_text(text: str) -> str:
+    text = text.strip()
+    if len(text) > MAX_NUMBER_TEXT:
+        raise ValueError(text)
+    return text
+
+
+def _to_int(value: Any) -> int:
+    """An int from an int, a whole float or a numeral ('12', '1e3', '2.0'); ValueError for anything else
+    (2.5, '2.5e0', True, inf, nan, '1e400', lists). Values beyond 10**18 are refused here, not truncated."""
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            number = decimal.Decimal(_number_text(value))
+        except decimal.InvalidOperation:
+            raise ValueError(value) from None
+    elif isinstance(value, numbers.Real) and math.isfinite(value):
+        number = decimal.Decimal(float(value))
+    else:
+        raise ValueError(value)
+    if not number.is_finite() or number != number.to_integral_value() or number.adjusted() > 18:
+        raise ValueError(value)
+    return int(number)
+
+
+def _to_float(value: Any) -> float:
+    """A float from a number or a numeral; inf and nan come through (check() refuses them); not bools."""
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, str):
+        return float(_number_text(value))
+    if isinstance(value, numbers.Real):
+        return float(value)  # OverflowError for an int beyond the float range
+    raise ValueError(value)
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    if isinstance(value, (bool, numbers.Integral)) and value in (0, 1):
+        return bool(value)
+    raise ValueError(value)
+
+
+def _to_str(value: Any) -> str:
+    if isinstance(value, bool):  # an on/off knob stored as a bool
+        return "on" if value else "off"
+    if isinstance(value, str):
+        return value
+    raise ValueError(value)
+
+
+_SCALARS = {int: _to_int, float: _to_float, bool: _to_bool, str: _to_str}
+
+
+def _to_list(value: Any, inner) -> list:
+    """A list knob from 'a,b,c' or a list/tuple, each entry converted like a scalar knob of type `inner`."""
+    if isinstance(value, str):
+        items = value.split(",")
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        raise ValueError(value)
+    items = [v for v in items if not (isinstance(v, str) and not v.strip())]
+    if len(items) > MAX_ITEMS:
+        raise ValueError(value)
+    convert = _SCALARS.get(inner, inner)
+    return [convert(v.strip() if isinstance(v, str) else v) for v in items]
+
+
+def coerce(key: str, value: Any, tp, meta: dict | None = None) -> Any:
+    """Convert `value` (possibly a string from the command line) to the field type `tp`, strictly: a
+    number that is not exactly of the type, a bool for a number, a list for a scalar are refused."""
     base, optional = base_type(tp)
-    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null", "")):
+    if value is None or (optional and isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
         if optional:
             return None
         raise ConfigError(f"invalid value for '{key}': None (a value is required)")
     try:
         if typing.get_origin(base) is list:
-            (inner,) = typing.get_args(base)
-            items = value.split(",") if isinstance(value, str) else list(value)
-            return [inner(str(v).strip()) if isinstance(v, str) else inner(v) for v in items if str(v).strip()]
-        if base is bool:
-            if isinstance(value, str):
-                if value.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if value.lower() in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError(value)
-            return bool(value)
-        if base is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
-        if base is float:
-            return float(value)
-        if base is str and isinstance(value, bool):  # an on/off knob stored as a bool
-            return "on" if value else "off"
-        return base(value)
-    except (TypeError, ValueError):
+            return _to_list(value, typing.get_args(base)[0])
+        return _SCALARS.get(base, base)(value)
+    except (TypeError, ValueError, OverflowError, ArithmeticError):
         name = getattr(base, "__name__", str(base))
-        raise ConfigError(f"invalid value for '{key}': {value!r} (expected {name})") from None
+        if typing.get_origin(base) is list:
+            name = f"a list of at most {MAX_ITEMS} {getattr(typing.get_args(base)[0], '__name__', '')} values"
+        elif base is int and meta is not None and _bounded(meta):
+            name = f"int; allowed: {_allowed(meta)}"
+        raise ConfigError(f"invalid value for '{key}': {show(value)} (expected {name})") from None
+
+
+def _bounded(meta: dict) -> bool:
+    return meta.get("lo") is not None or meta.get("hi") is not None
+
+
+def knob_meta(f: dataclasses.Field, tp) -> dict:
+    """A field's knob metadata, with the implicit bound INT_LIMIT for int knobs that declare no `hi`."""
+    meta = dict(f.metadata)
+    base, _ = base_type(tp)
+    is_int = base is int or (typing.get_origin(base) is list and typing.get_args(base)[0] is int)
+    if is_int and meta.get("hi") is None and meta.get("choices") is None:
+        meta["hi"] = INT_LIMIT
+    return meta
 
 
 def check(key: str, value: Any, meta: dict) -> None:
@@ -91,7 +194,7 @@ def check(key: str, value: Any, meta: dict) -> None:
     if value is None:
         return
     if meta.get("choices") is not None and value not in meta["choices"]:
-        raise ConfigError(f"invalid value for '{key}': {value!r} (allowed: {_allowed(meta)})")
+        raise ConfigError(f"invalid value for '{key}': {show(value)} (allowed: {_allowed(meta)})")
     values = value if isinstance(value, list) else [value]
     for v in values:
         if not isinstance(v, (int, float)) or isinstance(v, bool):
@@ -101,25 +204,38 @@ def check(key: str, value: Any, meta: dict) -> None:
             lo is not None and (v <= lo if meta.get("lo_open") else v < lo)
         ) or (hi is not None and v > hi)
         if bad:
-            raise ConfigError(f"invalid value for '{key}': {value!r} (allowed: {_allowed(meta)})")
+            raise ConfigError(f"invalid value for '{key}': {show(value)} (allowed: {_allowed(meta)})")
 
 
 def validate_dataclass(obj, prefix: str) -> None:
     """Coerce every field of `obj` to its declared type and check it against its knob metadata."""
     hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
-        key = f"{prefix}.{f.name}"
-        value = coerce(key, getattr(obj, f.name), hints[f.name])
-        check(key, value, dict(f.metadata))
+        key, meta = f"{prefix}.{f.name}", knob_meta(f, hints[f.name])
+        value = coerce(key, getattr(obj, f.name), hints[f.name], meta)
+        check(key, value, meta)
         object.__setattr__(obj, f.name, value)
+
+
+def as_section(value: Any, where: str, none_ok: bool = True) -> dict:
+    """A config section as a dict with text keys (None: empty, when `none_ok`); ConfigError for anything else."""
+    if value is None and none_ok:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be an object of key: value pairs, not {type(value).__name__} {show(value)}")
+    for k in value:
+        if not isinstance(k, str):
+            raise ConfigError(f"{where} has a key that is not text: {show(k)}")
+    return value
 
 
 def build_dataclass(cls, values: dict, prefix: str):
     """Instantiate `cls` from a dict, refusing unknown keys with the list of known ones."""
+    values = as_section(values, f"config section '{prefix}'")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ConfigError(f"unknown key '{prefix}.{unknown[0]}' (known: {', '.join(sorted(names))})")
+        raise ConfigError(f"unknown key '{prefix}.{show(unknown[0])[1:-1]}' (known: {', '.join(sorted(names))})")
     obj = cls(**values)
     validate_dataclass(obj, prefix)
     return obj
@@ -132,7 +248,7 @@ class DataConfig:
     n: int | None = knob(None, lo=1, help="keep only the first n training examples")
     per_class: int | None = knob(None, lo=1, help="keep n training examples per class")
     eval_fraction: float = knob(0.2, lo=0.0, hi=0.9, lo_open=True, help="held-out fraction")
-    seed: int = knob(0, lo=0, help="seed of procedural data and of the split")
+    seed: int = knob(0, lo=0, hi=SEED_MAX, help="seed of procedural data and of the split")
     size: int | None = knob(None, lo=8, hi=1_000_000, help="examples generated for toy/shapes")
     k: int = knob(8, lo=1, hi=64, help="modes of the Gaussian mixture")
     layout: str = knob("ring", choices=["ring", "grid"], help="Gaussian-mixture layout")
@@ -152,14 +268,20 @@ class TrainConfig:
     steps: int = knob(2000, lo=1, hi=10_000_000)
     batch_size: int = knob(64, lo=1, hi=65536)
     lr: float = knob(1e-3, lo=0.0, hi=100.0, lo_open=True)
-    seed: int = knob(0, lo=0)
+    seed: int = knob(0, lo=0, hi=SEED_MAX, help="seed of the weights, the batches and the ex-post samplers")
     device: str = knob("auto", choices=["auto", "cpu", "cuda", "mps"])
     eval_every: int = knob(500, lo=1)
     checkpoint_every: int = knob(1000, lo=1)
+    checkpoint_seconds: float = knob(30.0, lo=0.0, help="also save the resume state when this many seconds have "
+                                     "passed since the last save, so a crash loses at most that much training "
+                                     "(0: by steps only)")
     probe_size: int = knob(2000, lo=1, hi=2000, help="points in the posterior snapshot probe set")
     compile: str = knob("auto", choices=["auto", "on", "off"],
                         help="torch.compile the encoder and decoder (auto: on a GPU only)")
     threads: int = knob(0, lo=0, hi=256, help="CPU threads (0: auto, 1 for small nets, every core for large ones)")
+    dtype: str = knob("float32", choices=["float32", "float64"],
+                      help="floating-point precision of weights, data and optimiser state (float64: slower, for "
+                           "numerical checks, e.g. two gradient paths compared over many steps)")
     backward: str = knob("auto", choices=["auto", "autograd"],
                          help="auto: a hand-derived backward pass for MLP nets with a diagonal posterior and "
                               "VAE, β-VAE, closed-form σ-VAE or GECO (faster on small nets; compiled runs keep "
@@ -183,10 +305,11 @@ class ObjectiveConfig:
     def build(values: dict) -> ObjectiveConfig:
         from vaeviz.objectives import REGISTRY
 
-        values = dict(values)
+        values = dict(as_section(values, "config section 'objective'"))
         name = values.pop("name", "vae")
-        if name not in REGISTRY:
-            raise ConfigError(f"invalid value for 'objective.name': {name!r} (allowed: one of {', '.join(REGISTRY)})")
+        if not isinstance(name, str) or name not in REGISTRY:
+            raise ConfigError(f"invalid value for 'objective.name': {show(name)} "
+                              f"(allowed: one of {', '.join(REGISTRY)})")
         return ObjectiveConfig(name, build_dataclass(REGISTRY[name].Params, values, "objective"))
 
     def to_dict(self) -> dict:
@@ -215,23 +338,35 @@ class RunConfig:
 
     @staticmethod
     def from_dict(d: dict) -> RunConfig:
-        d = dict(d)
+        """A validated config from a dict of sections (each a dict of knobs, or None) and a name."""
+        d = as_section(d, "a config", none_ok=False)
         unknown = sorted(set(d) - set(_SECTIONS) - {"objective", "name"})
         if unknown:
-            raise ConfigError(f"unknown config section '{unknown[0]}' (known: data, model, objective, train, name)")
-        parts = {k: build_dataclass(cls, d.get(k) or {}, k) for k, cls in _SECTIONS.items()}
-        return RunConfig(objective=ObjectiveConfig.build(d.get("objective") or {}), name=d.get("name"), **parts)
+            raise ConfigError(f"unknown config section {show(unknown[0])} (known: data, model, objective, train, name)")
+        parts = {k: build_dataclass(cls, d.get(k), k) for k, cls in _SECTIONS.items()}
+        return RunConfig(objective=ObjectiveConfig.build(d.get("objective")), name=_run_name(d.get("name")), **parts)
 
     @staticmethod
     def from_json(text: str) -> RunConfig:
+        """A validated config from JSON text; ConfigError (one line) for anything else."""
         try:
-            return RunConfig.from_dict(json.loads(text))
+            raw = json.loads(text)
+        except RecursionError:
+            raise ConfigError("config is not valid JSON: it is nested too deeply") from None
         except json.JSONDecodeError as e:
             raise ConfigError(f"config is not valid JSON: {e}") from None
+        except UnicodeDecodeError:
+            raise ConfigError("config is not valid JSON: it is not UTF-8 text") from None
+        except ValueError:  # Python's limit on the digits of an int
+            raise ConfigError("config is not valid JSON: it holds a number of more than 4300 digits") from None
+        return RunConfig.from_dict(raw)
 
     def with_overrides(self, pairs: list[str] | dict) -> RunConfig:
         """Apply dotted overrides (`["objective.beta=4", ...]` or a dict) and re-validate."""
-        items = list(pairs.items()) if isinstance(pairs, dict) else [_split_pair(p) for p in pairs]
+        if isinstance(pairs, dict):
+            items = list(as_section(pairs, "the overrides").items())
+        else:
+            items = [_split_pair(p) for p in pairs]
         items.sort(key=lambda kv: kv[0] != "objective.name")  # a new objective first, then its knobs
         d = self.to_dict()
         for key, value in items:
@@ -240,7 +375,8 @@ class RunConfig:
                 continue
             section, _, leaf = key.partition(".")
             if section not in d or not leaf or not isinstance(d[section], dict):
-                raise ConfigError(f"unknown key '{key}' (use section.key, section in data, model, objective, train)")
+                raise ConfigError(f"unknown key {show(key)} "
+                                  "(use section.key, section in data, model, objective, train)")
             if section == "objective" and leaf == "name" and value != d["objective"].get("name"):
                 d["objective"] = {}  # knobs of the previous objective do not carry over
             d[section][leaf] = value
@@ -248,10 +384,17 @@ class RunConfig:
 
 
 def _split_pair(pair: str) -> tuple[str, str]:
-    key, sep, value = pair.partition("=")
+    key, sep, value = pair.partition("=") if isinstance(pair, str) else ("", "", "")
     if not sep or not key.strip():
-        raise ConfigError(f"override {pair!r} is not of the form key=value")
+        raise ConfigError(f"override {show(pair)} is not of the form key=value")
     return key.strip(), value.strip()
+
+
+def _run_name(value: Any) -> str | None:
+    """A run's name: None or text of at most MAX_NAME characters."""
+    if value is None or (isinstance(value, str) and len(value) <= MAX_NAME):
+        return value
+    raise ConfigError(f"invalid value for 'name': {show(value)} (expected text of at most {MAX_NAME} characters)")
 
 
 def field_meta(cls, name: str) -> dict:

@@ -5,8 +5,10 @@ Every dataset follows the project convention: float32 in [0, 1], shape (N, D) fo
 `DATASETS[cfg.name].load`, then splits it the same way for every dataset:
 
 1. a permutation of the pool from `cfg.seed`; the first round(N·eval_fraction) rows (at least 1)
-   are the eval split, the rest the train split, in permutation order. MNIST with its official
-   train files present keeps the t10k files as the eval split and only permutes the train rows.
+   are the eval split, the rest the train split, in permutation order. A train split (after the
+   micro subsets below) of fewer than 2 rows is refused: the ex-post GMM fitted at the end of
+   training needs 2. MNIST with its official train files present keeps the t10k files as the
+   eval split and only permutes the train rows.
 2. micro subsets act on the train split only, the eval split stays whole: `cfg.per_class` keeps
    the first `per_class` train rows of each class, then `cfg.n` keeps the first `n` train rows.
 
@@ -17,18 +19,28 @@ aspect ratio; `cfg.noise` is in the units of the generator, before that scaling.
 Loads are cached in-process per config; every call returns fresh copies of the cached arrays,
 so callers may mutate what they get. Bad files raise `DataError` with a message that names
 the file and the problem.
+
+Loading is bounded: what a file would take in memory (decompressed, and as float32) is read
+from its headers (the .npy headers inside an .npz, the dims of an IDX header) and checked
+against `max_data_bytes()` (2 GB, or `$VAEVIZ_MAX_DATA_BYTES`) before anything is allocated;
+gzip streams are decompressed incrementally and never beyond what their header declares.
+Paths that are not readable regular files (directories, fifos, devices, symlink loops) are
+refused before they are opened for reading.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import gzip
 import hashlib
 import logging
+import lzma
 import math
 import os
 import socket
+import stat
 import struct
 import urllib.parse
 import urllib.request
@@ -37,6 +49,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -47,6 +60,9 @@ log = logging.getLogger(__name__)
 TOY_SIZE = 5000  # default rows of the toy 2-D sets
 SHAPES_SIZE = 10_000  # default rows of the shapes dataset
 NET_TIMEOUT = 5.0  # seconds, for the reachability check and each download
+DEFAULT_MAX_DATA_BYTES = 2_000_000_000  # what one loaded file may take in memory, unless $VAEVIZ_MAX_DATA_BYTES
+MIN_TRAIN_EXAMPLES = 2  # the ex-post GMM fitted at the end of training needs 2 codes
+CHUNK_BYTES = 1 << 25  # rows converted or decompressed at a time
 
 
 class DataError(ValueError):
@@ -115,6 +131,94 @@ def data_dir() -> Path:
 
 
 _default_data_dir = data_dir  # load_dataset's argument shadows the name
+
+
+# ----------------------------------------------------------------------------- bounded reading
+
+
+def max_data_bytes() -> int:
+    """The most bytes one loaded file may take in memory: $VAEVIZ_MAX_DATA_BYTES, default 2 GB."""
+    raw = os.environ.get("VAEVIZ_MAX_DATA_BYTES", "").strip()
+    if not raw:
+        return DEFAULT_MAX_DATA_BYTES
+    try:
+        limit = int(raw) if len(raw) <= 30 else -1
+    except ValueError:
+        limit = -1
+    if limit <= 0:
+        raise DataError(f"VAEVIZ_MAX_DATA_BYTES={raw[:40]!r} is not a positive whole number of bytes")
+    return limit
+
+
+def format_bytes(n: int) -> str:
+    """Bytes in decimal units, 3 significant digits: '2 GB', '3.14 PB'."""
+    for unit, scale in (("EB", 1e18), ("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n} bytes"
+
+
+def check_budget(nbytes: int, subject: str) -> None:
+    """DataError when `subject` would take more than `max_data_bytes()` in memory."""
+    limit = max_data_bytes()
+    if nbytes > limit:
+        raise DataError(f"{subject} needs {format_bytes(nbytes)} in memory, above the {format_bytes(limit)} limit "
+                        "on loaded data (set VAEVIZ_MAX_DATA_BYTES to change it)")
+
+
+class UnreadableFile(OSError):
+    """A path that is not a readable regular file; `str()` is the problem ('does not exist', ...)."""
+
+    def __init__(self, problem: str, not_a_file: bool = False):
+        super().__init__(problem)
+        self.not_a_file = not_a_file
+
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a fifo"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def _open_problem(e: OSError) -> str:
+    if e.errno == errno.ENOENT:
+        return "does not exist"
+    if e.errno == errno.ELOOP:
+        return "is a symlink loop (or a chain of too many links)"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return "is not readable (permission denied)"
+    return f"cannot be opened ({e.strerror or e})"
+
+
+def open_regular(path) -> BinaryIO:
+    """`path` opened for binary reading; UnreadableFile unless it is a readable regular file.
+    The file is opened non-blocking and checked with fstat, so a fifo or device is never read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise UnreadableFile(_open_problem(e)) from None
+    except ValueError:  # an embedded NUL character
+        raise UnreadableFile("is not a valid path (it holds a NUL character)") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+        raise UnreadableFile(f"is not a file (it is {kind})", not_a_file=True)
+    return os.fdopen(fd, "rb")
+
+
+def _user_path(path, kind: str) -> Path:
+    """`path` with ~ expanded; DataError for a ~user that does not exist."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        raise DataError(f"{kind} path {path} names an unknown home directory") from None
+
+
+def _open_data_file(path: Path, kind: str) -> BinaryIO:
+    """open_regular, with the problem as a DataError naming the file ('npz file X does not exist')."""
+    try:
+        return open_regular(path)
+    except UnreadableFile as e:
+        raise DataError(f"{kind} {'path' if e.not_a_file else 'file'} {path} {e}") from None
 
 
 # ----------------------------------------------------------------------------- toy 2-D sets
@@ -265,8 +369,10 @@ def render_shapes(factors: np.ndarray, chunk: int = 1024) -> np.ndarray:
 
 
 def _load_shapes(cfg: DataConfig, root: Path) -> Pool:
+    n = cfg.size or SHAPES_SIZE
+    check_budget(n * SHAPES_SIDE**2 * 4, f"dataset 'shapes' with data.size={n} ({SHAPES_SIDE}×{SHAPES_SIDE} images)")
     rng = np.random.default_rng([cfg.seed, 0])
-    factors = sample_shape_factors(rng, cfg.size or SHAPES_SIZE)
+    factors = sample_shape_factors(rng, n)
     return Pool(
         render_shapes(factors),
         factors[:, 0].astype(np.int64),
@@ -283,32 +389,71 @@ IMAGES_MAGIC, LABELS_MAGIC = 0x00000803, 0x00000801  # uint8, 3 dims / uint8, 1 
 
 
 def read_idx(path, magic: int | None = None) -> np.ndarray:
-    """Read a gzipped IDX file into an array; check the gzip stream, the magic number and the length."""
+    """Read a gzipped IDX file into an array; check the gzip stream, the magic number, the size its
+    header declares (against `max_data_bytes()`, before decompressing the data) and the length."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"IDX file {path} does not exist")
-    try:
-        with gzip.open(path, "rb") as f:
-            raw = f.read()
-    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
-        raise DataError(f"file {path} is truncated or not gzip ({e})") from None
-    except OSError as e:
-        raise DataError(f"cannot read file {path} ({e.strerror or e})") from None
-    found = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
+    with _open_data_file(path, "IDX") as raw_file:
+        try:
+            with gzip.GzipFile(fileobj=raw_file, mode="rb") as f:
+                dims, dtype = _idx_header(f, path, magic)
+                return _idx_data(f, path, dims, dtype)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+            raise DataError(f"file {path} is truncated or not gzip ({e})") from None
+        except OSError as e:
+            raise DataError(f"cannot read file {path} ({e.strerror or e})") from None
+
+
+def _read_upto(f, n: int) -> bytes:
+    """Up to n bytes of a stream (fewer only at its end)."""
+    parts, left = [], n
+    while left > 0:
+        part = f.read(left)
+        if not part:
+            break
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
+
+
+def _idx_header(f, path: Path, magic: int | None) -> tuple[tuple[int, ...], np.dtype]:
+    """Dims and dtype from the magic number and dims of an IDX stream; the data is checked against the limit."""
+    raw = _read_upto(f, 4)
+    found = int.from_bytes(raw, "big") if len(raw) == 4 else None
     valid = found is not None and raw[0] == raw[1] == 0 and raw[2] in _IDX_DTYPES and raw[3] > 0
     if not valid or (magic is not None and found != magic):
         want = f"0x{magic:08x}" if magic is not None else "0x0000 followed by a type code and the rank"
-        got = f"0x{raw[:4].hex()}" if len(raw) >= 4 else f"{len(raw)} bytes"
+        got = f"0x{raw.hex()}" if len(raw) == 4 else f"{len(raw)} bytes"
         raise DataError(f"file {path} has a wrong IDX magic number {got} (expected {want})")
-    header = 4 + 4 * raw[3]
-    if len(raw) < header:
-        raise DataError(f"file {path} is shorter than its IDX header ({len(raw)} bytes)")
-    dims = struct.unpack(f">{raw[3]}I", raw[4:header])
+    rest = _read_upto(f, 4 * raw[3])
+    if len(rest) < 4 * raw[3]:
+        raise DataError(f"file {path} is shorter than its IDX header ({4 + len(rest)} bytes)")
+    dims = struct.unpack(f">{raw[3]}I", rest)
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    values = math.prod(dims)
+    check_budget(values * max(dtype.itemsize, 4), f"IDX file {path} (header dims {dims}, {dtype.name}, as float32)")
+    return dims, dtype
+
+
+def _idx_data(f, path: Path, dims: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """The data after the header, decompressed chunk by chunk into a buffer of the declared size;
+    a stream longer than its header says is refused after reading one byte more."""
     need = math.prod(dims) * dtype.itemsize
-    if len(raw) - header != need:
-        raise DataError(f"file {path} holds {len(raw) - header} data bytes but its header {dims} needs {need}")
-    return np.frombuffer(raw, dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+    buf = bytearray(need)
+    view, got = memoryview(buf), 0
+    while got < need:
+        n = f.readinto(view[got : got + CHUNK_BYTES])
+        if not n:
+            break
+        got += n
+    view.release()
+    if got < need:
+        raise DataError(f"file {path} holds {got} data bytes but its header {dims} needs {need}")
+    if f.read(1):
+        raise DataError(f"file {path} holds more than {need} data bytes but its header {dims} needs {need}")
+    try:
+        return np.frombuffer(buf, dtype).reshape(dims).astype(dtype.newbyteorder("="), copy=False)
+    except ValueError:  # e.g. (0, 2**31, 2**31, 2**31): no data, but more elements per row than numpy indexes
+        raise DataError(f"file {path} has header dims {dims}, which no array can have") from None
 
 
 @dataclass(frozen=True)
@@ -474,33 +619,53 @@ def _idx_loader(src: IdxSource):
 
 # ----------------------------------------------------------------------------- user .npz
 
+MIN_POOL = 1 + MIN_TRAIN_EXAMPLES  # one eval example and the train minimum
+MAX_ZIP_DIRECTORY = 1 << 20  # bytes of an .npz's zip directory (np.savez writes ~100 per array)
+_NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, lzma.LZMAError, RuntimeError,
+               NotImplementedError, struct.error, OverflowError)  # what zipfile and numpy raise on a bad file
+
+
+def _x_stats(x: np.ndarray) -> tuple[int, float, float]:
+    """(non-finite count, min, max) of x, computed a chunk of rows at a time (no array-sized temporaries)."""
+    bad, lo, hi = 0, math.inf, -math.inf
+    for rows in _row_chunks(x):
+        part = x[rows]
+        if part.dtype.kind == "f":
+            bad += int(part.size - np.count_nonzero(np.isfinite(part)))
+        if not bad:  # with a bad value the range is not reported
+            lo, hi = min(lo, part.min().item()), max(hi, part.max().item())
+    return bad, lo, hi
+
+
+def _row_chunks(x: np.ndarray):
+    """Slices of rows of x of about CHUNK_BYTES each."""
+    step = max(1, CHUNK_BYTES // max(1, x[:1].nbytes))
+    return (slice(i, i + step) for i in range(0, len(x), step))
+
 
 def _check_x(x: np.ndarray, where: str) -> np.ndarray:
     """Validate x and return it as float32 in [0, 1], (N, D) or (N, C, H, W)."""
     if x.ndim not in (2, 3, 4) or 0 in x.shape[1:]:
         raise DataError(f"x in {where} has shape {x.shape}; expected (N, D), (N, H, W) or (N, C, H, W)")
-    if len(x) < 2:
-        raise DataError(f"x in {where} has {len(x)} example(s); at least 2 are needed (train and eval)")
-    if x.dtype == np.bool_:
-        x = x.astype(np.float32)
-    elif np.issubdtype(x.dtype, np.integer):
-        lo, hi = int(x.min()), int(x.max())
-        if lo < 0 or hi > 255:
-            raise DataError(f"x in {where} is integer with values in [{lo}, {hi}]; integer pixels must lie "
-                            "in 0..255 (they are scaled by 1/255), or save floats in [0, 1]")
-        x = x.astype(np.float32) / np.float32(255)
-    elif np.issubdtype(x.dtype, np.floating):
-        bad = int((~np.isfinite(x)).sum())
-        if bad:
-            raise DataError(f"x in {where} has {bad} NaN or infinite value(s)")
-        lo, hi = float(x.min()), float(x.max())
-        if lo < 0 or hi > 1:
-            raise DataError(f"x in {where} has float values in [{lo:.4g}, {hi:.4g}], outside [0, 1]; "
-                            "rescale it (e.g. x / 255 for 8-bit pixels)")
-        x = x.astype(np.float32)
-    else:
+    if x.dtype.kind not in "biuf":
         raise DataError(f"x in {where} has dtype {x.dtype}; expected integers, floats or booleans")
-    return np.ascontiguousarray(x[:, None] if x.ndim == 3 else x)
+    bad, lo, hi = _x_stats(x)
+    if bad:
+        raise DataError(f"x in {where} has {bad} NaN or infinite value(s)")
+    if x.dtype.kind in "iu" and (lo < 0 or hi > 255):
+        raise DataError(f"x in {where} is integer with values in [{lo}, {hi}]; integer pixels must lie "
+                        "in 0..255 (they are scaled by 1/255), or save floats in [0, 1]")
+    if x.dtype.kind == "f" and (lo < 0 or hi > 1):
+        raise DataError(f"x in {where} has float values in [{lo:.4g}, {hi:.4g}], outside [0, 1]; "
+                        "rescale it (e.g. x / 255 for 8-bit pixels)")
+    if len(x) < MIN_POOL:
+        raise DataError(f"x in {where} has {len(x)} example(s); at least {MIN_POOL} are needed (1 to evaluate, "
+                        f"{MIN_TRAIN_EXAMPLES} to train and fit the ex-post GMM)")
+    out = np.empty(x.shape, np.float32)
+    for rows in _row_chunks(x):
+        part = x[rows]
+        out[rows] = part.astype(np.float32) / np.float32(255) if x.dtype.kind in "iu" else part
+    return out[:, None] if out.ndim == 3 else out
 
 
 def _check_y(y: np.ndarray, n: int, where: str) -> tuple[np.ndarray, list[str]]:
@@ -519,35 +684,122 @@ def _check_y(y: np.ndarray, n: int, where: str) -> tuple[np.ndarray, list[str]]:
     return codes.reshape(-1).astype(np.int64), [str(v) for v in values]
 
 
+def _zip_directory_size(f: BinaryIO) -> int:
+    """Bytes of a zip's central directory, from its end record (ZIP64 aware); 0 when there is none."""
+    end = f.seek(0, os.SEEK_END)
+    f.seek(max(0, end - 22 - 65535))
+    tail = f.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) < at + 22:
+        return 0  # zipfile refuses it
+    entries, size = struct.unpack("<HI", tail[at + 10 : at + 16])
+    locator = tail[at - 20 : at] if at >= 20 else b""
+    if (entries == 0xFFFF or size == 0xFFFFFFFF) and locator[:4] == b"PK\x06\x07":
+        f.seek(struct.unpack("<Q", locator[8:16])[0])
+        record = f.read(56)
+        if record[:4] == b"PK\x06\x06" and len(record) == 56:
+            size = struct.unpack("<Q", record[40:48])[0]
+    return size
+
+
+def _open_zip(f: BinaryIO, path: Path) -> zipfile.ZipFile:
+    """The .npz as a zip archive, refused when it is a bare .npy, not a zip, or has an outsized directory."""
+    if f.read(6) == b"\x93NUMPY":
+        raise DataError(f"{path} is not a valid .npz file (it holds one bare array; use np.savez(path, x=x, y=y))")
+    size = _zip_directory_size(f)
+    if size > MAX_ZIP_DIRECTORY:
+        raise DataError(f"{path} is not a valid .npz file (its zip directory has {format_bytes(size)}, more than the "
+                        f"{format_bytes(MAX_ZIP_DIRECTORY)} an .npz of a few arrays needs)")
+    f.seek(0)
+    return zipfile.ZipFile(f)
+
+
+@dataclass
+class _Member:
+    """One .npy inside an .npz, as its header declares it."""
+
+    info: zipfile.ZipInfo
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    offset: int  # bytes of the .npy header
+    where: str  # "x in FILE"
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+    def check_length(self) -> None:
+        """DataError when the member's declared size cannot hold the data its header declares."""
+        held = max(0, self.info.file_size - self.offset)
+        if self.nbytes > held:
+            raise DataError(f"{self.where} declares shape {self.shape} of {self.dtype} ({format_bytes(self.nbytes)}) "
+                            f"but holds {held} data bytes")
+
+
+def _npy_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> _Member:
+    """Read and check one member's .npy header (no data): a shape without negative dims, no Python objects."""
+    with archive.open(info) as f:
+        try:
+            version = np.lib.format.read_magic(f)
+        except ValueError:
+            raise DataError(f"{where} is not a .npy array") from None
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(f)
+        offset = f.tell()
+    if any(d < 0 for d in shape):
+        raise DataError(f"{where} declares a negative dimension in its shape {shape}")
+    if dtype.hasobject:
+        raise DataError(f"{where} holds Python objects (dtype {dtype}); save numbers or strings")
+    return _Member(info, tuple(shape), dtype, offset, where)
+
+
+def _npz_members(archive: zipfile.ZipFile, path: Path) -> tuple[_Member, _Member | None]:
+    """The headers of x and y (None when absent), checked against the memory limit and the members' sizes
+    before any data is read."""
+    infos = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
+    if "x" not in infos:
+        raise DataError(f"{path} has no array 'x' (its keys: {', '.join(sorted(infos))[:200] or 'none'})")
+    x = _npy_member(archive, infos["x"], f"x in {path}")
+    y = _npy_member(archive, infos["y"], f"y in {path}") if "y" in infos else None
+    n, values = (x.shape[0] if x.shape else 0), math.prod(x.shape)
+    total = max(x.nbytes, 4 * values) + (0 if y is None else y.nbytes + 8 * n)  # as stored, then as float32
+    check_budget(total, f"{path} (x of shape {x.shape}, {x.dtype}, as float32{'' if y is None else ', and y'})")
+    for member in (x, y):
+        if member is not None:
+            member.check_length()
+    return x, y
+
+
+def _read_member(archive: zipfile.ZipFile, member: _Member) -> np.ndarray:
+    with archive.open(member.info) as f:
+        return np.lib.format.read_array(f, allow_pickle=False)
+
+
 def _read_npz(path) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
     if path is None:
         raise DataError("data.name=npz needs data.path, a .npz file with x and optional y")
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise DataError(f"npz file {path} does not exist")
-    if not path.is_file():
-        raise DataError(f"npz path {path} is not a file")
-    bad = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except bad as e:
-        raise DataError(f"{path} is not a valid .npz file ({e})") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise DataError(f"{path} is not a valid .npz file (it holds one bare array; use np.savez(path, x=x, y=y))")
-    with archive:
-        keys = list(archive.keys())
-        if "x" not in keys:
-            raise DataError(f"{path} has no array 'x' (its keys: {', '.join(keys) or 'none'})")
+    path = _user_path(path, "npz")
+    with _open_data_file(path, "npz") as f:
         try:
-            x, y = archive["x"], archive["y"] if "y" in keys else None
-        except bad as e:
-            raise DataError(f"{path} is not a valid .npz file ({e})") from None
+            with _open_zip(f, path) as archive:
+                xm, ym = _npz_members(archive, path)
+                x = _read_member(archive, xm)
+                y = None if ym is None else _read_member(archive, ym)
+        except DataError:
+            raise
+        except _NPZ_ERRORS as e:
+            raise DataError(f"{path} is not a valid .npz file ({_one_line(e)})") from None
     x = _check_x(x, str(path))
     if y is None:
         return x, None, None
     y, names = _check_y(y, len(x), str(path))
     return x, y, names
 
+
+def _one_line(e: BaseException, limit: int = 200) -> str:
+    """An exception's message on one line, at most `limit` characters."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 def load_npz(path) -> tuple[np.ndarray, np.ndarray | None]:
     """A validated user file: x float32 in [0, 1], (N, D) or (N, C, H, W); y int64 codes 0..K-1 or None."""
@@ -575,7 +827,8 @@ DATASETS: dict[str, DatasetInfo] = {
     "mnist": DatasetInfo("MNIST 28×28 digits from the IDX .gz files in the data folder", _idx_loader(MNIST)),
     "fashion_mnist": DatasetInfo("Fashion-MNIST 28×28 clothes from the IDX .gz files in the data folder",
                                  _idx_loader(FASHION_MNIST)),
-    "npz": DatasetInfo("your own .npz (data.path): x (N, H, W), (N, D) or (N, C, H, W), optional y",
+    "npz": DatasetInfo("your own .npz (uploaded in the app; data.path on the command line): "
+                       "x (N, H, W), (N, D) or (N, C, H, W), optional y",
                        _load_user_npz),
 }
 
@@ -601,6 +854,16 @@ def _train_rows(rows: np.ndarray, y: np.ndarray | None, cfg: DataConfig) -> np.n
     return rows if cfg.n is None else rows[: cfg.n]
 
 
+def _split_story(n: int, n_eval: int, n_train: int, cfg: DataConfig) -> str:
+    """How the train split got its size, for the message of a split that is too small."""
+    story = f"{n} examples, {n_eval} held out for eval (data.eval_fraction={cfg.eval_fraction}), {n_train} left"
+    if cfg.per_class is not None:
+        story += f", data.per_class={cfg.per_class}"
+    if cfg.n is not None:
+        story += f", data.n={cfg.n}"
+    return story
+
+
 def split_pool(pool: Pool, cfg: DataConfig) -> Dataset:
     """Permute from cfg.seed, hold out the eval split, then apply the micro subsets to the train split."""
     rng = np.random.default_rng([cfg.seed, 1])
@@ -613,7 +876,12 @@ def split_pool(pool: Pool, cfg: DataConfig) -> Dataset:
         n_eval = min(n - 1, max(1, round(n * cfg.eval_fraction)))
         perm = rng.permutation(n)
         train, held = perm[n_eval:], perm[:n_eval]
-    train = _train_rows(train, pool.y, cfg)
+    kept = _train_rows(train, pool.y, cfg)
+    if len(kept) < MIN_TRAIN_EXAMPLES:
+        raise DataError(f"dataset '{cfg.name}': the train split has {len(kept)} example(s) "
+                        f"({_split_story(n, len(held), len(train), cfg)}); at least {MIN_TRAIN_EXAMPLES} are needed "
+                        "to fit the ex-post GMM at the end of training")
+    train = kept
     return Dataset(
         cfg.name, pool.x[train], pool.x[held], _take(pool.y, train), _take(pool.y, held),
         _take(pool.factors, train), _take(pool.factors, held), pool.factor_names, pool.class_names, pool.note,
@@ -622,11 +890,14 @@ def split_pool(pool: Pool, cfg: DataConfig) -> Dataset:
 
 def _stamp(cfg: DataConfig) -> tuple | None:
     """Identity of the user file (resolved path, mtime, size), so an edited .npz is reloaded."""
-    path = Path(cfg.path).expanduser().resolve() if cfg.name == "npz" and cfg.path else None
-    if path is None or not path.is_file():
+    if cfg.name != "npz" or not cfg.path:
         return None
-    st = path.stat()
-    return (str(path), st.st_mtime_ns, st.st_size)
+    try:
+        path = Path(cfg.path).expanduser().resolve()
+        st = path.stat()
+    except (OSError, RuntimeError, ValueError):  # missing, a symlink loop, ~nouser, a NUL: the loader says which
+        return None
+    return (str(path), st.st_mtime_ns, st.st_size) if stat.S_ISREG(st.st_mode) else None
 
 
 @functools.lru_cache(maxsize=8)

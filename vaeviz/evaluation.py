@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vaeviz.analysis.batching import encode_batched
+from vaeviz.analysis.batching import as_tensor, encode_batched
 from vaeviz.analysis.likelihood import active_units, elbo_terms
 
 
@@ -29,7 +29,7 @@ def evaluate(model, objective, x: torch.Tensor, seed: int) -> dict[str, float]:
 @torch.no_grad()
 def probe_snapshot(model, objective, data, probe_size: int) -> dict[str, np.ndarray]:
     """Posterior parameters of the first `probe_size` held-out points (fixed across steps)."""
-    x = torch.as_tensor(data.x_eval[:probe_size], device=next(model.parameters()).device)
+    x = as_tensor(data.x_eval[:probe_size], model)
     q = model.encode(x)
     arrays = {"mu": q.mu.cpu().numpy()}
     if q.logvar is not None:

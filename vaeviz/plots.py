@@ -8,6 +8,7 @@ arrays (..., D) reshaped to (C, H, W) and tiled into one heat map (grey) or RGB 
 
 from __future__ import annotations
 
+import html
 import math
 
 import numpy as np
@@ -19,6 +20,12 @@ from plotly.subplots import make_subplots
 CLASS_COLOURS = qualitative.Plotly + qualitative.D3
 RUN_COLOURS = qualitative.Dark24
 GUIDE = dict(color="rgba(120,120,120,0.6)", dash="dot", width=1)
+
+
+def literal(text) -> str:
+    """A run or class name as literal text in a figure: plotly renders a subset of HTML (and entities) in names,
+    titles and table cells, so `&`, `<` and `>` are escaped."""
+    return html.escape(str(text), quote=False)
 
 
 def wide(df: pd.DataFrame, split: str = "train") -> pd.DataFrame:
@@ -71,15 +78,15 @@ def information_plane(runs: dict[str, pd.DataFrame], split: str = "eval", guides
                       frontier: bool = True, title: str = "Information plane") -> go.Figure:
     """Distortion vs rate: one trajectory per run (markers coloured by step), iso-ELBO guides, frontier."""
     fig, finals, points = go.Figure(), [], []
-    for i, (label, df) in enumerate(runs.items()):
+    for i, (run, df) in enumerate(runs.items()):
         rd = _rd(df, split)
         if rd.empty:
             continue
-        fig.add_trace(go.Scatter(
-            x=rd["rate"], y=rd["distortion"], mode="lines+markers", name=label, customdata=rd.index,
+        fig.add_trace(go.Scatter(  # the hover box's side label is the trace's name
+            x=rd["rate"], y=rd["distortion"], mode="lines+markers", name=literal(run), customdata=rd.index,
             line=dict(color=RUN_COLOURS[i % len(RUN_COLOURS)], width=1.5),
             marker=dict(color=rd.index, coloraxis="coloraxis", size=7),
-            hovertemplate="R %{x:.3g}, D %{y:.4g}, step %{customdata}<extra>" + label + "</extra>"))
+            hovertemplate="R %{x:.3g}, D %{y:.4g}, step %{customdata}"))
         finals.append((rd["rate"].iloc[-1], rd["distortion"].iloc[-1]))
         points.append(rd.to_numpy())
     if points:
@@ -133,7 +140,7 @@ def _class_groups(n: int, labels, class_names):
     out = []
     for k in np.unique(labels):
         name = class_names[int(k)] if class_names is not None and 0 <= int(k) < len(class_names) else f"class {k}"
-        out.append((str(name), CLASS_COLOURS[int(k) % len(CLASS_COLOURS)], np.flatnonzero(labels == k)))
+        out.append((literal(name), CLASS_COLOURS[int(k) % len(CLASS_COLOURS)], np.flatnonzero(labels == k)))
     return out
 
 
@@ -399,10 +406,11 @@ def _cell(v) -> str:
 
 def metrics_table(rows: dict, keys=None) -> go.Figure:
     """A table: one row per metric, one column per run ({run label: {metric: value}})."""
-    labels = list(rows)
+    runs = list(rows)
     keys = keys or list(dict.fromkeys(k for r in rows.values() for k in r))
-    cells = [keys] + [[_cell(rows[label].get(k)) for k in keys] for label in labels]
-    fig = go.Figure(go.Table(header=dict(values=["metric", *labels], align="left", fill_color="rgb(230,232,250)"),
+    cells = [keys] + [[literal(_cell(rows[run].get(k))) for k in keys] for run in runs]
+    header = ["metric", *map(literal, runs)]
+    fig = go.Figure(go.Table(header=dict(values=header, align="left", fill_color="rgb(230,232,250)"),
                              cells=dict(values=cells, align="left")))
     fig.update_layout(title="Metrics", margin=dict(l=10, r=10, t=40, b=10))
     return fig
@@ -418,9 +426,9 @@ def latent_scatter(mu: np.ndarray, labels, dims=(0, 1), class_names=None, marker
     for k in np.unique(labels):
         idx = np.flatnonzero(labels == k)
         name = class_names[int(k)] if class_names is not None and int(k) < len(class_names) else f"class {k}"
-        fig.add_trace(go.Scatter(x=mu[idx, dims[0]], y=mu[idx, dims[1]], customdata=idx, mode="markers", name=name,
-                                 marker=dict(size=6, color=colours[int(k) % len(colours)], opacity=0.7),
-                                 hovertemplate="example %{customdata}<extra>" + name + "</extra>"))
+        fig.add_trace(go.Scatter(x=mu[idx, dims[0]], y=mu[idx, dims[1]], customdata=idx, mode="markers",
+                                 name=literal(name), hovertemplate="example %{customdata}",  # side label: name
+                                 marker=dict(size=6, color=colours[int(k) % len(colours)], opacity=0.7)))
     if marker is not None:
         fig.add_trace(go.Scatter(x=[marker[dims[0]]], y=[marker[dims[1]]], mode="markers", name="sliders' z",
                                  marker=dict(symbol="star", size=16, color="black"), hoverinfo="skip"))

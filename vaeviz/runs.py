@@ -13,6 +13,13 @@ by Streamlit's threads; a connection stays open because closing the last one che
 WAL with an fsync. Every write is one small `BEGIN IMMEDIATE` transaction, so a killed process
 loses at most the rows it had not yet handed over. The queue is the `runs` table itself:
 `claim_next` moves the oldest queued run to `running` atomically.
+
+Crashes: a worker heartbeats its runs at least every `HEARTBEAT_EVERY` s (`beat`). Every read of
+the runs table (`get`, `list_runs`, `count`) first marks `interrupted` the running runs whose worker
+is gone: its pid no longer exists on this host and it has been silent for `READ_GRACE` s, or it has
+been silent for `HEARTBEAT_TIMEOUT` s anywhere. Such a run is *orphaned*, and a worker's
+`claim_group(reclaim=True)` takes it back from its last checkpoint, at most `MAX_RECLAIMS` times
+(`vaeviz resume` starts the count afresh); runs stopped by the user (cancel, Ctrl-C) stay as they are.
 """
 
 from __future__ import annotations
@@ -36,8 +43,11 @@ from vaeviz.config import RunConfig
 STATUSES = ("queued", "running", "done", "failed", "diverged", "cancelled", "interrupted")
 FINISHED = ("done", "failed", "diverged", "cancelled", "interrupted")
 RESUMABLE = ("interrupted", "failed", "cancelled")
-HEARTBEAT_TIMEOUT = 900.0  # seconds without a heartbeat before a run on another host counts as dead
-SCHEMA_VERSION = 2
+HEARTBEAT_EVERY = 1.0  # seconds between a worker's heartbeats, also while it evaluates or checkpoints
+READ_GRACE = 5.0  # a run whose local worker pid is gone counts as dead once silent this long
+HEARTBEAT_TIMEOUT = 60.0  # seconds without a heartbeat before a run counts as dead wherever its worker is
+MAX_RECLAIMS = 3  # automatic resumes of a run whose worker keeps dying
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -60,7 +70,9 @@ CREATE TABLE IF NOT EXISTS runs (
     total_steps INTEGER,
     resume INTEGER NOT NULL DEFAULT 0,
     cancel INTEGER NOT NULL DEFAULT 0,
-    batch TEXT
+    batch TEXT,
+    orphaned INTEGER NOT NULL DEFAULT 0,
+    reclaims INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, queued);
 CREATE TABLE IF NOT EXISTS metrics (
@@ -79,9 +91,14 @@ CREATE TABLE IF NOT EXISTS workers (
     PRIMARY KEY (host, pid)
 );
 """
+MIGRATIONS = {  # from schema version v to v + 1
+    1: ["ALTER TABLE runs ADD COLUMN batch TEXT"],
+    2: ["ALTER TABLE runs ADD COLUMN orphaned INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE runs ADD COLUMN reclaims INTEGER NOT NULL DEFAULT 0"],
+}
 
 RECORD_FIELDS = ("id", "name", "status", "config", "device", "created", "started", "finished", "error",
-                 "worker_pid", "heartbeat", "step", "total_steps", "resume", "batch")
+                 "worker_pid", "heartbeat", "step", "total_steps", "resume", "batch", "reclaims")
 RECORD_COLUMNS = ", ".join(RECORD_FIELDS)
 HOST = socket.gethostname()
 _inherited: list[sqlite3.Connection] = []  # connections of a parent process: never used, never closed
@@ -117,6 +134,7 @@ class RunRecord:
     total_steps: int | None
     resume: bool
     batch: str | None = None  # runs queued together share it and train as one batched model
+    reclaims: int = 0  # automatic resumes after its worker died
 
     @property
     def objective(self) -> str:
@@ -184,11 +202,21 @@ class RunStore:
         self._local = threading.local()
         con = self._conn()
         con.execute("PRAGMA journal_mode=WAL")
-        version = con.execute("PRAGMA user_version").fetchone()[0]
-        if version < SCHEMA_VERSION:
-            con.executescript(SCHEMA)
-            if version == 1:  # version 1 had no batch column
-                con.execute("ALTER TABLE runs ADD COLUMN batch TEXT")
+        if con.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Create the tables, or bring an older database's up to date (once, under the write lock)."""
+        with self._tx() as con:
+            version = con.execute("PRAGMA user_version").fetchone()[0]
+            if version >= SCHEMA_VERSION:
+                return
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    con.execute(statement)
+            for v in range(version or SCHEMA_VERSION, SCHEMA_VERSION):  # a new database needs none
+                for statement in MIGRATIONS[v]:
+                    con.execute(statement)
             con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def __repr__(self) -> str:
@@ -257,6 +285,7 @@ class RunStore:
 
     def get(self, run_id: str) -> RunRecord:
         """The run with this id, or else the one run whose id starts with it or whose name equals it."""
+        self._reap()
         run_id = str(run_id).strip()
         rows = self._query(f"SELECT {RECORD_COLUMNS} FROM runs WHERE id = ?", (run_id,))
         if not rows and run_id:
@@ -271,29 +300,41 @@ class RunStore:
 
     def list_runs(self, status: str | None = None) -> list[RunRecord]:
         """All runs (or those with one status), newest first."""
+        self._reap()
         where, args = ("WHERE status = ?", (status,)) if status else ("", ())
         rows = self._query(f"SELECT {RECORD_COLUMNS} FROM runs {where} ORDER BY created DESC, rowid DESC", args)
         return [self._record(r) for r in rows]
 
     def count(self, status: str) -> int:
+        self._reap()
         return self._query("SELECT COUNT(*) FROM runs WHERE status = ?", (status,))[0][0]
 
-    def set_status(self, run_id: str, status: str, error: str | None = None, *,
-                   device: str | None = None, owner: int | None = None) -> bool:
-        """Set a run's status (and error, device). With `owner`, only while that pid still runs it."""
+    def set_status(self, run_id: str, status: str, error: str | None = None, *, device: str | None = None,
+                   owner: int | None = None, orphaned: bool = False) -> bool:
+        """Set a run's status (and error, device). With `owner`, only while that pid still runs it.
+        `orphaned` marks an interrupted run that a worker may reclaim (its worker stopped, not the user)."""
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r} (allowed: {', '.join(STATUSES)})")
         finished = time.time() if status in FINISHED else None
         guard, args = ("", ()) if owner is None else (" AND status = 'running' AND worker_pid = ?", (owner,))
-        sql = "UPDATE runs SET status = ?, error = ?, finished = ?, device = COALESCE(?, device) WHERE id = ?"
+        sql = ("UPDATE runs SET status = ?, error = ?, finished = ?, device = COALESCE(?, device), orphaned = ?"
+               " WHERE id = ?")
         with self._tx() as con:
-            cur = con.execute(sql + guard, (status, error, finished, device, run_id, *args))
+            cur = con.execute(sql + guard, (status, error, finished, device, int(orphaned), run_id, *args))
         return cur.rowcount > 0
 
     def heartbeat(self, run_id: str, step: int, total: int | None = None) -> None:
         with self._tx() as con:
             con.execute("UPDATE runs SET heartbeat = ?, step = ?, total_steps = COALESCE(?, total_steps) WHERE id = ?",
                         (time.time(), int(step), total, run_id))
+
+    def beat(self, worker_pid: int, run_ids=()) -> None:
+        """A training process's heartbeat: its `workers` row (if it has one) and the runs it still owns."""
+        now = time.time()
+        with self._tx() as con:
+            con.execute("UPDATE workers SET heartbeat = ? WHERE pid = ? AND host = ?", (now, worker_pid, HOST))
+            con.executemany("UPDATE runs SET heartbeat = ? WHERE id = ? AND status = 'running' AND worker_pid = ?"
+                            " AND worker_host = ?", [(now, rid, worker_pid, HOST) for rid in run_ids])
 
     # -- queue ---------------------------------------------------------------------------------
 
@@ -307,22 +348,28 @@ class RunStore:
         claimed = self.claim_group(worker_pid)
         return claimed[0] if claimed else None
 
-    def claim_group(self, worker_pid: int) -> list[RunRecord]:
-        """Atomically claim the oldest queued run and, for a fresh batch member, the rest of its batch."""
+    def claim_group(self, worker_pid: int, *, reclaim: bool = False) -> list[RunRecord]:
+        """Atomically claim work for `worker_pid`: with `reclaim`, an orphaned run first (to resume from its
+        last checkpoint, with the members of its batch orphaned with it); else the oldest queued run and,
+        for a fresh batch member, the rest of its batch."""
         now = time.time()
         with self._tx() as con:
-            row = con.execute("SELECT id, batch, resume FROM runs WHERE status = 'queued' ORDER BY queued, rowid "
-                              "LIMIT 1").fetchone()
-            if row is None:
-                return []
-            ids = [row[0]]
-            if row[1] is not None and not row[2]:
-                ids = [r[0] for r in con.execute("SELECT id FROM runs WHERE status = 'queued' AND batch = ? AND "
-                                                 "resume = 0 ORDER BY rowid", (row[1],))]
+            ids = _orphans(con) if reclaim else []
+            if ids:
+                con.executemany("UPDATE runs SET resume = 1, orphaned = 0, reclaims = reclaims + 1, cancel = 0"
+                                " WHERE id = ?", [(i,) for i in ids])
+            else:
+                ids = _next_queued(con)
             con.executemany(
                 "UPDATE runs SET status = 'running', worker_pid = ?, worker_host = ?, started = ?, heartbeat = ?,"
                 " finished = NULL, error = NULL WHERE id = ?", [(worker_pid, HOST, now, now, i) for i in ids])
         return [self.get(i) for i in ids]
+
+    def reclaimable(self) -> int:
+        """How many orphaned runs a reclaiming worker would take back now."""
+        self._reap()
+        sql = "SELECT COUNT(*) FROM runs WHERE status = 'interrupted' AND orphaned = 1 AND reclaims < ?"
+        return self._query(sql, (MAX_RECLAIMS,))[0][0]
 
     def request_cancel(self, run_id: str) -> str:
         """Queued/interrupted -> cancelled at once; running -> flag the worker sees. Returns the status."""
@@ -337,10 +384,14 @@ class RunStore:
                 con.execute("UPDATE runs SET cancel = 1 WHERE id = ?", (run_id,))
             return row[0]
 
-    def cancel_requested(self, run_id: str) -> bool:
-        """True when the run was cancelled, deleted, or taken from its worker (marked interrupted)."""
-        rows = self._query("SELECT cancel, status FROM runs WHERE id = ?", (run_id,))
-        return not rows or bool(rows[0][0]) or rows[0][1] != "running"
+    def cancel_requested(self, run_id: str, owner: int | None = None) -> bool:
+        """True when the run was cancelled, deleted, or taken from its worker (marked interrupted, or
+        with `owner`, now running under another worker)."""
+        rows = self._query("SELECT cancel, status, worker_pid, worker_host FROM runs WHERE id = ?", (run_id,))
+        if not rows:
+            return True
+        cancel, status, pid, host = rows[0]
+        return bool(cancel) or status != "running" or (owner is not None and (pid, host) != (owner, HOST))
 
     def requeue(self, run_id: str, resume: bool = True, *, worker_pid: int | None = None) -> None:
         """Interrupted/failed/cancelled -> queued (or running, owned by `worker_pid`), resuming if asked."""
@@ -354,22 +405,26 @@ class RunStore:
                 raise RunStateError(f"run {run_id} is {row[0]}; only {', '.join(RESUMABLE)} runs can be resumed")
             con.execute(
                 "UPDATE runs SET status = ?, resume = ?, cancel = 0, error = NULL, finished = NULL, queued = ?,"
-                " started = ?, worker_pid = ?, worker_host = ?, heartbeat = ? WHERE id = ?",
+                " started = ?, worker_pid = ?, worker_host = ?, heartbeat = ?, orphaned = 0, reclaims = 0 WHERE id = ?",
                 (status, int(resume), now, None if worker_pid is None else now, worker_pid,
                  None if worker_pid is None else HOST, None if worker_pid is None else now, run_id))
 
-    def mark_dead_interrupted(self, timeout: float = HEARTBEAT_TIMEOUT) -> list[str]:
-        """Running runs whose worker is gone (pid on this host) or silent for `timeout` s -> interrupted."""
+    def mark_dead_interrupted(self, timeout: float = HEARTBEAT_TIMEOUT, grace: float = 0.0) -> list[str]:
+        """Running runs whose worker is gone -> interrupted and orphaned (cancelled, if the user had asked
+        for that); returns their ids. Gone: silent for `timeout` s, or its pid no longer exists on this
+        host and it has been silent for `grace` s."""
+        if not _dead(self._query(DEAD_SQL), timeout, grace):  # a read first: no write lock while all is well
+            return []
         now = time.time()
         with self._tx() as con:
-            rows = con.execute("SELECT id, worker_pid, worker_host, heartbeat FROM runs WHERE status = 'running'")
-            dead = [(rid, pid) for rid, pid, host, beat in rows.fetchall()
-                    if (host == HOST and not pid_alive(pid)) or now - (beat or 0) > timeout]
-            for rid, pid in dead:
-                con.execute("UPDATE runs SET status = 'interrupted', finished = ?, error = ? WHERE id = ?",
-                            (now, f"worker {pid} stopped; `vaeviz resume {rid}` continues from the last checkpoint",
-                             rid))
-        return [rid for rid, _ in dead]
+            dead = _dead(con.execute(DEAD_SQL).fetchall(), timeout, grace)
+            rows = [(now, _lost_message(rid, pid, reclaims), rid) for rid, pid, reclaims in dead]
+            con.executemany(LOST_SQL, rows)
+        return [rid for rid, _, _ in dead]
+
+    def _reap(self) -> None:
+        """What every read does first: runs of dead workers show as interrupted (cheap while none is)."""
+        self.mark_dead_interrupted(grace=READ_GRACE)
 
     def delete(self, run_id: str, force: bool = False) -> None:
         """Remove the run's row, metrics and artifact folder (a running run only with `force`)."""
@@ -474,3 +529,48 @@ class RunStore:
         for step in self.snapshot_steps(run_id):
             if step > after_step:
                 self._snapshot_path(run_id, step).unlink(missing_ok=True)
+
+
+DEAD_SQL = "SELECT id, worker_pid, worker_host, heartbeat, reclaims FROM runs WHERE status = 'running'"
+LOST_SQL = ("UPDATE runs SET status = CASE cancel WHEN 0 THEN 'interrupted' ELSE 'cancelled' END,"
+            " orphaned = 1 - cancel, finished = ?, error = CASE cancel WHEN 0 THEN ? END WHERE id = ?")
+
+
+def _dead(rows, timeout: float, grace: float) -> list[tuple[str, int | None, int]]:
+    """(id, pid, reclaims) of the `DEAD_SQL` rows whose worker is gone (see `mark_dead_interrupted`)."""
+    now = time.time()
+    out = []
+    for rid, pid, host, beat, reclaims in rows:
+        silent = now - (beat or 0)
+        if silent > timeout or (host == HOST and silent > grace and not pid_alive(pid)):
+            out.append((rid, pid, reclaims))
+    return out
+
+
+def _lost_message(run_id: str, pid: int | None, reclaims: int) -> str:
+    """The error of a run whose worker died: whether a worker will take it back, and how to resume it."""
+    if reclaims >= MAX_RECLAIMS:
+        return (f"worker {pid} stopped; its workers died {reclaims + 1} times, so no worker resumes it again by"
+                f" itself; `vaeviz resume {run_id}` continues from the last checkpoint")
+    return f"worker {pid} stopped; a worker resumes it from the last checkpoint (or `vaeviz resume {run_id}`)"
+
+
+def _orphans(con: sqlite3.Connection) -> list[str]:
+    """The oldest orphaned run still to reclaim and the members of its batch orphaned with it."""
+    sql = "SELECT id, batch FROM runs WHERE status = 'interrupted' AND orphaned = 1 AND reclaims < ?"
+    row = con.execute(sql + " ORDER BY queued, rowid LIMIT 1", (MAX_RECLAIMS,)).fetchone()
+    if row is None or row[1] is None:
+        return [] if row is None else [row[0]]
+    return [r[0] for r in con.execute(sql + " AND batch = ? ORDER BY rowid", (MAX_RECLAIMS, row[1]))]
+
+
+def _next_queued(con: sqlite3.Connection) -> list[str]:
+    """The oldest queued run and, for a fresh batch member, the rest of its batch."""
+    row = con.execute("SELECT id, batch, resume FROM runs WHERE status = 'queued' ORDER BY queued, rowid "
+                      "LIMIT 1").fetchone()
+    if row is None:
+        return []
+    if row[1] is None or row[2]:
+        return [row[0]]
+    return [r[0] for r in con.execute("SELECT id FROM runs WHERE status = 'queued' AND batch = ? AND "
+                                      "resume = 0 ORDER BY rowid", (row[1],))]

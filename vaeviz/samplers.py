@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from sklearn.mixture import GaussianMixture
 
+from vaeviz.analysis.batching import encode_batched
+
 
 def _chol(cov: np.ndarray) -> np.ndarray:
     """Cholesky factors of covariances (..., L, L), in float64."""
@@ -120,12 +122,9 @@ SAMPLERS = {"gaussian": GaussianSampler, "gmm": GMMSampler}
 
 load_sampler = Sampler.load
 
-@torch.no_grad()
 def encode_latents(model, x: np.ndarray | torch.Tensor, batch: int = 1000) -> np.ndarray:
     """The codes to fit on: posterior means μ (or E(x)) of data x (N, *shape), as (N, L) float64."""
-    device = next(model.parameters()).device
-    x = torch.as_tensor(x, dtype=torch.float32)
-    return torch.cat([model.encode(c.to(device)).mu.cpu() for c in x.split(batch)]).double().numpy()
+    return encode_batched(model, x, batch).mu.double().numpy()
 
 
 @torch.no_grad()

@@ -9,6 +9,15 @@ t come from that step's batch and are kept on the device, synced to the sink onl
 checked for NaN/inf. Evaluation on the held-out split runs at step 0, every `eval_every` steps
 and at the end, under its own RNG so it never changes the training stream, and stores a
 snapshot of the probe set's posterior. The same config and seed give the same metric stream.
+
+Checkpoints (with a `workdir`) come every `checkpoint_every` steps and at the end (the weights, kept
+per step for the explorer, and the resume state), and in between whenever `checkpoint_seconds` have
+passed since the last one (the resume state only), so a crash loses at most that much training.
+The resume state holds everything the stream depends on (weights, objective state, Adam, the
+minibatch generator and the noise RNG), and saving it changes nothing, so a resumed run writes the
+same stream as an uninterrupted one whenever its checkpoints happened. The previous resume state is
+kept beside the latest (`RESUME_FILES`), so a batch killed while saving its runs one after another
+still finds a step all of them saved.
 """
 
 from __future__ import annotations
@@ -33,11 +42,14 @@ from vaeviz.nets import VAEModel, build_model
 from vaeviz.objectives import Objective, build_objective
 from vaeviz.objectives.base import Losses
 from vaeviz.optim import FastAdam
+from vaeviz.preflight import preflight
 from vaeviz.runtime import flushed_denormals, maybe_compile, pick_device, set_cpu_threads
 from vaeviz.samplers import fitted_samplers
 
 FLUSH_SECONDS = 0.5
 MAX_BUFFER = 2000
+RESUME_FILES = ("checkpoint.pt", "checkpoint.prev.pt")  # the latest resume state and the one before it
+clock = time.monotonic  # what time-based checkpoints are timed with (tests replace it)
 log = logging.getLogger("vaeviz")
 
 
@@ -112,7 +124,8 @@ def build(cfg: RunConfig, device: torch.device | None = None) -> Setup:
     objective = build_objective(cfg.objective, data.dim)
     objective.set_dataset_size(len(data.x_train))
     model = build_model(cfg.model, data.shape, objective.net_spec())
-    return Setup(data, model.to(device), objective.to(device), device)
+    dtype = getattr(torch, cfg.train.dtype)
+    return Setup(data, model.to(device, dtype), objective.to(device, dtype), device)
 
 
 def make_optimizer(setup: Setup, lr: float) -> FastAdam:
@@ -163,14 +176,16 @@ def train(
     progress: Callable[[int, int, dict], None] | None = None,
 ) -> TrainResult:
     """Train `cfg`, streaming metrics to `sink`; checkpoints go to `workdir` when given."""
+    preflight(cfg)  # what would fail after training started (data size, device, seeds) fails before step 1
     setup = build(cfg)
     set_cpu_threads(setup.device, cfg.train.threads, setup.model, cfg.train.batch_size)
     opt = make_optimizer(setup, cfg.train.lr)
     gen = torch.Generator(device=setup.device).manual_seed(cfg.train.seed)
     workdir = Path(workdir) if workdir is not None else None
     start = 0
-    if resume and workdir is not None and (workdir / "checkpoint.pt").exists():
-        start = load_checkpoint(workdir / "checkpoint.pt", setup, opt, gen)
+    saved = resume_states(workdir) if resume and workdir is not None else {}
+    if saved:
+        start = load_checkpoint(saved[max(saved)], setup, opt, gen)
         sink.truncate(start)
     loop = _Loop(cfg, setup, opt, gen, sink, workdir, should_stop or (lambda: False), progress)
     with flushed_denormals():
@@ -183,9 +198,12 @@ class _Loop:
     def __init__(self, cfg, setup, opt, gen, sink, workdir, should_stop, progress):
         self.cfg, self.s, self.opt, self.gen, self.sink = cfg, setup, opt, gen, sink
         self.workdir, self.should_stop, self.progress = workdir, should_stop, progress
-        self.x = torch.as_tensor(setup.data.x_train, device=setup.device)  # (N, *shape)
-        self.x_eval = torch.as_tensor(setup.data.x_eval, device=setup.device)
+        dtype = getattr(torch, cfg.train.dtype)
+        self.x = torch.as_tensor(setup.data.x_train, device=setup.device, dtype=dtype)  # (N, *shape)
+        self.x_eval = torch.as_tensor(setup.data.x_eval, device=setup.device, dtype=dtype)
         self.buffer, self.last = _Buffer(), {}
+        self.noise: torch.Generator | None = None  # None: the default RNG (solo); a batch member's own stream
+        self.saved_at = clock()  # when the last checkpoint was saved
         self.compiled = maybe_compile(setup.model, cfg.train.compile, setup.device)
         self.backprop = self._pick_backprop()
 
@@ -235,10 +253,12 @@ class _Loop:
         if start == 0:
             self.evaluate(0)
         last_flush = begin = time.perf_counter()
+        self.saved_at = clock()
         paused = 0.0  # time spent evaluating and checkpointing
         for t in range(start + 1, tc.steps + 1):
             self.step(t)
-            evaluate, save = t % tc.eval_every == 0 or t == tc.steps, t % tc.checkpoint_every == 0 or t == tc.steps
+            evaluate = t % tc.eval_every == 0 or t == tc.steps
+            save = checkpoint_due(tc, t, None if self.workdir is None else self.saved_at)
             due = len(self.buffer.steps) >= MAX_BUFFER or time.perf_counter() - last_flush > FLUSH_SECONDS
             if evaluate or save or due:
                 self.flush(t)
@@ -246,7 +266,7 @@ class _Loop:
             if evaluate:
                 self.evaluate(t)
             if save:
-                self.checkpoint(t)
+                self.checkpoint(t, weights=save == "steps")
             if evaluate or save:
                 paused += time.perf_counter() - last_flush
         return TrainResult(tc.steps, self.last, str(self.s.device), time.perf_counter() - begin - paused)
@@ -271,21 +291,85 @@ class _Loop:
         self.sink.write([(t, "eval", n, float(v)) for n, v in metrics.items()])
         self.sink.snapshot(t, arrays)
 
-    def checkpoint(self, t: int) -> None:
+    def checkpoint(self, t: int, weights: bool = True) -> None:
+        """Save the resume state at step t and, with `weights`, the weights of step t for the explorer."""
         if self.workdir is None:
             return
-        save_checkpoint(self.workdir, t, self.s, self.opt, self.gen)
+        save_checkpoint(self.workdir, t, self.s, self.opt, self.gen, self.noise, weights=weights)
+        self.saved_at = clock()
         if t == self.cfg.train.steps:  # the ex-post samplers of the final model are saved with the run
             fitted_samplers(self.s.model, self.s.data.x_train, self.workdir, t, seed=self.cfg.train.seed)
 
 
-def save_checkpoint(workdir: Path, step: int, setup: Setup, opt, gen: torch.Generator) -> None:
-    """Full state for resume (checkpoint.pt) and the weights at this step (checkpoints/step_*.pt)."""
-    weights = {"model": setup.model.state_dict(), "objective": setup.objective.state_dict(), "step": step}
-    full = {**weights, "opt": opt.state_dict(), "rng": torch.get_rng_state(), "gen": gen.get_state()}
+def checkpoint_due(tc, t: int, saved_at: float | None, seconds: float | None = None) -> str | None:
+    """Whether step t ends with a checkpoint: "steps" at every `checkpoint_every`-th step and the last one,
+    "time" once `seconds` (default `checkpoint_seconds`, 0: never) have passed since the last save at
+    `saved_at` (None: no time-based checkpoints), else None."""
+    if t % tc.checkpoint_every == 0 or t == tc.steps:
+        return "steps"
+    seconds = tc.checkpoint_seconds if seconds is None else seconds
+    if saved_at is not None and seconds > 0 and clock() - saved_at >= seconds:
+        return "time"
+    return None
+
+
+def save_checkpoint(workdir: Path, step: int, setup: Setup, opt, gen: torch.Generator,
+                    noise: torch.Generator | None = None, *, weights: bool = True) -> None:
+    """The full state for resume (checkpoint.pt; the one it replaces becomes checkpoint.prev.pt) and, with
+    `weights`, the weights at this step (checkpoints/step_*.pt). `noise`: a batch member's noise stream."""
+    state = {"model": setup.model.state_dict(), "objective": setup.objective.state_dict(), "step": step}
     (workdir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    _atomic_save(weights, workdir / "checkpoints" / f"step_{step:08d}.pt")
-    _atomic_save(full, workdir / "checkpoint.pt")
+    if weights:
+        _atomic_save(state, workdir / "checkpoints" / f"step_{step:08d}.pt")
+    full = {**state, "opt": opt.state_dict(), "gen": gen.get_state(), **_noise_state(setup.device, noise)}
+    latest, previous = (workdir / name for name in RESUME_FILES)
+    tmp = latest.with_suffix(".tmp")
+    torch.save(full, tmp)
+    if latest.exists():
+        os.replace(latest, previous)
+    os.replace(tmp, latest)
+
+
+def _noise_state(device: torch.device, noise: torch.Generator | None) -> dict[str, torch.Tensor]:
+    """The noise stream's state as a solo run's default RNGs: "rng" (CPU) and, on CUDA, "device_rng".
+    A batch member's own stream (`noise`) takes the place of its device's default RNG."""
+    state = {"rng": noise.get_state() if noise is not None and device.type == "cpu" else torch.get_rng_state()}
+    if device.type == "cuda":
+        state["device_rng"] = noise.get_state() if noise is not None else torch.cuda.get_rng_state(device)
+    return state
+
+
+def _restore_noise(state: dict, device: torch.device, noise: torch.Generator | None) -> None:
+    """The inverse of `_noise_state`, into the default RNGs or into a batch member's `noise`."""
+    if noise is not None:
+        key = "rng" if device.type == "cpu" else "device_rng"
+        if key in state:
+            noise.set_state(state[key].cpu())
+        return
+    torch.set_rng_state(state["rng"].cpu())
+    if device.type == "cuda" and "device_rng" in state:
+        torch.cuda.set_rng_state(state["device_rng"].cpu(), device)
+
+
+def resume_states(workdir: Path | str) -> dict[int, Path]:
+    """A run folder's saved resume states by step: the latest and the one before it (either may be missing)."""
+    out = {}
+    for path in (Path(workdir) / name for name in reversed(RESUME_FILES)):  # the latest wins a tie
+        try:
+            out[int(torch.load(path, mmap=True, weights_only=True, map_location="cpu")["step"])] = path
+        except FileNotFoundError:
+            continue
+    return out
+
+
+def has_resume_state(workdir: Path | str) -> bool:
+    return any((Path(workdir) / name).exists() for name in RESUME_FILES)
+
+
+def discard_resume_state(workdir: Path | str) -> None:
+    """Forget an earlier attempt's resume states (a fresh start)."""
+    for name in RESUME_FILES:
+        (Path(workdir) / name).unlink(missing_ok=True)
 
 
 def _atomic_save(obj, path: Path) -> None:
@@ -294,15 +378,16 @@ def _atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, setup: Setup, opt=None, gen: torch.Generator | None = None) -> int:
+def load_checkpoint(path: Path, setup: Setup, opt=None, gen: torch.Generator | None = None,
+                    noise: torch.Generator | None = None) -> int:
     """Restore a checkpoint (weights only, or the full training state); returns its step."""
     state = torch.load(path, map_location=setup.device, weights_only=True)
     setup.model.load_state_dict(state["model"])
     setup.objective.load_state_dict(state["objective"])
     if opt is not None and "opt" in state:
         opt.load_state_dict(state["opt"])
-        torch.set_rng_state(state["rng"].cpu())
         gen.set_state(state["gen"].cpu())
+        _restore_noise(state, setup.device, noise)
     return int(state["step"])
 
 

@@ -2,21 +2,28 @@
 
 `work()` is the loop behind `vaeviz worker`; `run_one()` trains one claimed run and never lets
 an exception escape (a bad run ends `failed`/`diverged` and the worker goes on with the next);
-`ensure_worker()` starts a detached worker when runs are queued and none is alive (the app's hook).
+`ensure_worker()` starts a detached worker when runs are queued or orphaned and none is alive (the
+app's hook). While a run trains, a thread heartbeats it every `HEARTBEAT_EVERY` s, evaluations and
+checkpoints included, so readers can tell a dead worker from a busy one. Unless told not to
+(`reclaim=False`, `vaeviz worker --no-reclaim`), a worker first takes back runs orphaned by a dead or
+stopped worker and resumes them from their last checkpoint (a batch orphaned together as a batch).
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from vaeviz.runs import RunRecord, RunStore
+from vaeviz.runs import HEARTBEAT_EVERY, RunRecord, RunStore
 
 _children: list[subprocess.Popen] = []  # workers started by ensure_worker, reaped when they exit
 
@@ -30,6 +37,7 @@ class Outcome:
     exc: BaseException | None = None
     result: Any = None
     resumed_from: int | None = None
+    orphaned: bool = False  # interrupted because its worker was stopping: another worker may resume it
 
 
 def user_errors() -> tuple[type[Exception], ...]:
@@ -61,28 +69,65 @@ def _classify(store: RunStore, run_id: str, exc: Exception, stop: Callable[[], b
     """Cancelled -> cancelled (interrupted when this worker is stopping), Diverged -> diverged, else failed."""
     trainer = sys.modules.get("vaeviz.train")
     if trainer is not None and isinstance(exc, trainer.Cancelled):
-        return Outcome("interrupted" if stop() else "cancelled", exc=exc)
+        return Outcome("interrupted", exc=exc, orphaned=True) if stop() else Outcome("cancelled", exc=exc)
     if trainer is not None and isinstance(exc, trainer.Diverged):
         return Outcome("diverged", str(exc), exc)
     return _failure(store, run_id, exc)
 
 
+@contextmanager
+def _heartbeats(store: RunStore, recs: list[RunRecord]) -> Iterator[None]:
+    """Heartbeat the runs every `HEARTBEAT_EVERY` s from a thread while the body trains them."""
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(HEARTBEAT_EVERY):
+            try:
+                store.beat(recs[0].worker_pid, [r.id for r in recs])
+            except sqlite3.Error:  # e.g. the database stayed locked: the next beat tries again
+                pass
+
+    thread = threading.Thread(target=beat, name="vaeviz-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def _should_stop(store: RunStore, rec: RunRecord, stop: Callable[[], bool]) -> Callable[[], bool]:
+    """The trainer's stop check: this worker stops, or the run is cancelled or no longer ours."""
+    return lambda: stop() or store.cancel_requested(rec.id, owner=rec.worker_pid)
+
+
+def _fresh_start(store: RunStore, rec: RunRecord) -> None:
+    """Forget whatever an earlier attempt of the run wrote: metrics, snapshots, resume states."""
+    from vaeviz.train import discard_resume_state
+
+    store.truncate_metrics(rec.id, -1)
+    store.drop_snapshots(rec.id, -1)
+    discard_resume_state(store.artifact_dir(rec.id))
+
+
 def run_one(store: RunStore, rec: RunRecord, *, progress: Callable | None = None,
             stop: Callable[[], bool] = lambda: False) -> Outcome:
     """Train a run this process owns (status running, worker_pid = us) and record its final status."""
+    from vaeviz.train import has_resume_state
+
     sink = store.sink(rec.id)
     workdir = store.artifact_dir(rec.id)
-    resume = rec.resume and (workdir / "checkpoint.pt").exists()
-    if not resume:  # a fresh start: forget whatever an earlier attempt wrote
-        store.truncate_metrics(rec.id, -1)
-        store.drop_snapshots(rec.id, -1)
+    resume = rec.resume and has_resume_state(workdir)
+    if not resume:
+        _fresh_start(store, rec)
     try:
         from vaeviz.runtime import pick_device
         from vaeviz.train import train
 
         store.set_status(rec.id, "running", device=str(pick_device(rec.config.train.device)), owner=rec.worker_pid)
-        result = train(rec.config, sink, workdir=workdir, resume=resume, progress=progress,
-                       should_stop=lambda: stop() or store.cancel_requested(rec.id))
+        with _heartbeats(store, [rec]):
+            result = train(rec.config, sink, workdir=workdir, resume=resume, progress=progress,
+                           should_stop=_should_stop(store, rec, stop))
         out = Outcome("done", result=result)
     except KeyboardInterrupt:
         store.set_status(rec.id, "interrupted", "stopped by Ctrl-C", owner=rec.worker_pid)
@@ -95,45 +140,59 @@ def run_one(store: RunStore, rec: RunRecord, *, progress: Callable | None = None
 
 def run_batch(store: RunStore, recs: list[RunRecord], *, stop: Callable[[], bool] = lambda: False) -> list[Outcome]:
     """Train claimed runs of one batch as a single batched model; each run's ending is its own.
+    Runs that all resume (a reclaimed batch) continue from the latest step all of them saved.
     Runs that cannot share a batch (different shapes, RAE-gp/l2/sn) train one after another instead."""
     from vaeviz.batched import BatchedTrainer, check_batchable
     from vaeviz.config import ConfigError
 
+    resume = all(r.resume for r in recs)
     try:
-        check_batchable([r.config for r in recs])
-        for rec in recs:
-            store.truncate_metrics(rec.id, -1)
-            store.drop_snapshots(rec.id, -1)
-        trainer = BatchedTrainer([r.config for r in recs], [store.sink(r.id) for r in recs],
-                                 [store.artifact_dir(r.id) for r in recs],
-                                 [lambda i=r.id: stop() or store.cancel_requested(i) for r in recs])
+        with _heartbeats(store, recs):
+            check_batchable([r.config for r in recs])
+            if not resume:
+                for rec in recs:
+                    _fresh_start(store, rec)
+            trainer = BatchedTrainer([r.config for r in recs], [store.sink(r.id) for r in recs],
+                                     [store.artifact_dir(r.id) for r in recs],
+                                     [_should_stop(store, r, stop) for r in recs], resume=resume)
     except ConfigError:
         return [run_one(store, rec, stop=stop) for rec in recs]
     except Exception as exc:
         outs = [_failure(store, rec.id, exc) for rec in recs]
         return [_record(store, rec, out) for rec, out in zip(recs, outs)]
+    return _train_batch(store, recs, trainer, stop)
+
+
+def _train_batch(store: RunStore, recs: list[RunRecord], trainer, stop: Callable[[], bool]) -> list[Outcome]:
+    """Run a built BatchedTrainer and record how each of its runs ended."""
     device = str(trainer.loops[0].s.device)
     for rec in recs:
         store.set_status(rec.id, "running", device=device, owner=rec.worker_pid)
     try:
-        results = trainer.run()
+        with _heartbeats(store, recs):
+            results = trainer.run()
     except Exception as exc:  # a failure of the shared model ends every run of the batch
         results = [exc] * len(recs)
     outs = [Outcome("done", result=r) if not isinstance(r, Exception) else _classify(store, rec.id, r, stop)
             for rec, r in zip(recs, results)]
+    for out, loop in zip(outs, trainer.loops):
+        out.resumed_from = loop.sink.resumed_from
     return [_record(store, rec, out) for rec, out in zip(recs, outs)]
 
 
 def _record(store: RunStore, rec: RunRecord, out: Outcome) -> Outcome:
     if out.result is not None:
         store.heartbeat(rec.id, out.result.steps)
-    store.set_status(rec.id, out.status, out.error, device=getattr(out.result, "device", None), owner=rec.worker_pid)
+    store.set_status(rec.id, out.status, out.error, device=getattr(out.result, "device", None), owner=rec.worker_pid,
+                     orphaned=out.orphaned)
     return out
 
 
 def work(store: RunStore | None = None, *, max_jobs: int | None = None, exit_when_idle: bool = False,
-         poll: float = 1.0, stop: Callable[[], bool] = lambda: False, log: Callable[[str], None] = print) -> int:
-    """Claim and train queued runs until `max_jobs` are done, the queue is empty (`exit_when_idle`) or `stop()`."""
+         poll: float = 1.0, stop: Callable[[], bool] = lambda: False, log: Callable[[str], None] = print,
+         reclaim: bool = True) -> int:
+    """Claim and train runs (with `reclaim`, orphaned ones first, else queued ones) until `max_jobs` are
+    done, there is nothing to claim (`exit_when_idle`) or `stop()`."""
     store = store or RunStore()
     pid = os.getpid()
     store.register_worker(pid)
@@ -142,37 +201,44 @@ def work(store: RunStore | None = None, *, max_jobs: int | None = None, exit_whe
         while (max_jobs is None or done < max_jobs) and not stop():
             for rid in store.mark_dead_interrupted():
                 log(f"run {rid} interrupted (its worker is gone)")
-            recs = store.claim_group(pid)
+            recs = store.claim_group(pid, reclaim=reclaim)
             if not recs:
-                if exit_when_idle and _quit_when_idle(store, pid):
+                if exit_when_idle and _quit_when_idle(store, pid, reclaim):
                     break
                 store.register_worker(pid)
                 time.sleep(poll)
                 continue
-            for rec in recs:
-                log(f"run {rec.id} ({rec.name}) started" + (" (resume)" if rec.resume else ""))
-            outs = run_batch(store, recs, stop=stop) if len(recs) > 1 else [run_one(store, recs[0], stop=stop)]
-            for rec, out in zip(recs, outs):
-                log(f"run {rec.id} {out.status}" + (f": {out.error}" if out.error else ""))
+            _train_claimed(store, recs, stop, log)
             done += len(recs)
     finally:
         store.unregister_worker(pid)
     return done
 
 
-def _quit_when_idle(store: RunStore, pid: int) -> bool:
-    """Deregister first, then look once more, so a run queued meanwhile is never stranded."""
+def _train_claimed(store: RunStore, recs: list[RunRecord], stop: Callable[[], bool], log: Callable[[str], None]):
+    """Train what `claim_group` gave (a batch as one model), logging each run's start and end."""
+    for rec in recs:
+        how = f" (resume, reclaimed {rec.reclaims}×)" if rec.reclaims else " (resume)" if rec.resume else ""
+        log(f"run {rec.id} ({rec.name}) started{how}")
+    outs = run_batch(store, recs, stop=stop) if len(recs) > 1 else [run_one(store, recs[0], stop=stop)]
+    for rec, out in zip(recs, outs):
+        resumed = f" (resumed from step {out.resumed_from})" if out.resumed_from is not None else ""
+        log(f"run {rec.id} {out.status}{resumed}" + (f": {out.error}" if out.error else ""))
+
+
+def _quit_when_idle(store: RunStore, pid: int, reclaim: bool) -> bool:
+    """Deregister first, then look once more, so a run queued (or orphaned) meanwhile is never stranded."""
     store.unregister_worker(pid)
-    if store.count("queued"):
+    if store.count("queued") or (reclaim and store.reclaimable()):
         store.register_worker(pid)
         return False
     return True
 
 
 def ensure_worker(store: RunStore) -> int | None:
-    """Start a detached `vaeviz worker --exit-when-idle` when runs are queued and no worker is alive."""
+    """Start a detached `vaeviz worker --exit-when-idle` when runs are queued or orphaned and no worker is alive."""
     _children[:] = [p for p in _children if p.poll() is None]
-    if not store.count("queued") or store.live_workers():
+    if not (store.count("queued") or store.reclaimable()) or store.live_workers():
         return None
     env = {**os.environ, "VAEVIZ_HOME": str(store.home)}
     with open(store.home / "worker.log", "ab") as log:

@@ -16,8 +16,9 @@ import pandas as pd
 import streamlit as st
 
 from vaeviz import app_state, worker
+from vaeviz.app_state import plain, short
 from vaeviz.config import DataConfig
-from vaeviz.data import load_dataset
+from vaeviz.data import data_dir, load_dataset
 from vaeviz.runs import RunStore
 from vaeviz.train import load_run
 
@@ -105,10 +106,19 @@ def live_metrics(run_id: str, split: str = "train", max_steps: int = 2000):
 # -- errors ------------------------------------------------------------------------------------
 
 
-def show_error(exc: Exception) -> None:
-    """The message, never the traceback (which goes to the server log)."""
+def hide_paths(text: str, names: dict[str, str] | None = None) -> str:
+    """`text` without this server's folders: each path of `names` becomes its name (an upload's file name), then
+    the run store and the data folder become $VAEVIZ_HOME and $VAEVIZ_DATA_DIR."""
+    pairs = {str(store().home): "$VAEVIZ_HOME", str(data_dir()): "$VAEVIZ_DATA_DIR", **(names or {})}
+    for path in sorted(pairs, key=len, reverse=True):
+        text = text.replace(path, pairs[path])
+    return text
+
+
+def show_error(exc: Exception, names: dict[str, str] | None = None) -> None:
+    """The message as text without server paths (`hide_paths`), never the traceback (which goes to the server log)."""
     log.warning("page error", exc_info=exc)
-    st.error(str(exc) if str(exc) else type(exc).__name__, icon=":material/error:")
+    st.error(plain(hide_paths(str(exc) or type(exc).__name__, names)), icon=":material/error:")
 
 
 def guarded(func):
@@ -142,19 +152,14 @@ def sidebar() -> None:
     """The shared sidebar: queue badge and the run picker. Called by app.py before the page runs."""
     s = store()
     s.mark_dead_interrupted()
-    if s.count("queued"):
+    if s.count("queued") or s.reclaimable():  # a crashed run is taken back by a new worker
         worker.ensure_worker(s)
     runs = s.list_runs()
     by_id = {r.id: r for r in runs}
     state = st.session_state
     if "_pending_run" in state:
         state["run"] = state.pop("_pending_run")
-    if state.get("run") not in by_id:
-        wanted = st.query_params.get("run")
-        state["run"] = wanted if wanted in by_id else (runs[0].id if runs else None)
-    if "step" not in state:
-        q = st.query_params.get("step", "")
-        state["step"] = int(q) if q.lstrip("-").isdigit() else None
+    _from_url(list(by_id))
     with st.sidebar:
         running, queued = s.count("running"), s.count("queued")
         if running or queued:
@@ -167,8 +172,26 @@ def sidebar() -> None:
         st.selectbox("Run", list(by_id), key="run", format_func=lambda i: _label(by_id[i]), on_change=_run_changed)
         rec = by_id[state["run"]]
         st.badge(rec.status, color=STATUS_COLORS.get(rec.status, "gray"))
-        st.caption(f"{rec.objective} · {rec.dataset} · latent {rec.config.model.latent_dim}")
+        st.caption(plain(f"{rec.objective} · {rec.dataset} · latent {rec.config.model.latent_dim}"))
     _sync_query_params()
+
+
+def _from_url(ids: list[str]) -> None:
+    """The run and step of the link (`?run=<id>&step=<n>`) when the session has none; a run id that names no run
+    falls back to the newest run, a step that is no step number to the latest step, each with a notice."""
+    state = st.session_state
+    if state.get("run") not in ids:
+        wanted = st.query_params.get("run")
+        if wanted and wanted not in ids and wanted != state.get("run"):  # (not a run just deleted here)
+            then = ": showing the newest run." if ids else "."
+            st.toast(f"No run {plain(short(wanted))} here{then}", icon=":material/info:")
+        state["run"] = wanted if wanted in ids else (ids[0] if ids else None)
+    if "step" not in state:
+        raw = st.query_params.get("step", "")
+        state["step"] = app_state.parse_step(raw)
+        if raw and state["step"] is None:
+            st.toast(f"Step {plain(short(raw))} is not a step number: showing the latest step.",
+                     icon=":material/info:")
 
 
 def _run_changed() -> None:
@@ -202,9 +225,10 @@ def is_active(rec) -> bool:
 def run_error(rec) -> None:
     """A failed, diverged or interrupted run's message."""
     if rec.status in ("failed", "diverged") and rec.error:
-        st.error(f"Run {rec.status}: {rec.error}", icon=":material/report:")
+        st.error(f"Run {rec.status}: {plain(hide_paths(rec.error))}", icon=":material/report:")
     elif rec.status == "interrupted":
-        st.warning(f"Run interrupted: {rec.error or 'its worker stopped'}. Resume it on the **Runs** page.")
+        why = plain(hide_paths(rec.error)) if rec.error else "its worker stopped"
+        st.warning(f"Run interrupted: {why}. Resume it on the **Runs** page.")
 
 
 # -- step scrubber -----------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from vaeviz.analysis import tiling
 from vaeviz.analysis.batching import decode_batched
 from vaeviz.analysis.evaluate import EvalSettings, evaluate_run
 from vaeviz.objectives import REGISTRY
+from vaeviz.preflight import preflight
 from views import common
 
 EVAL = EvalSettings(k=50, n_iwae=500, n_samples=5000, n_fd=1000)  # interactive: smaller than `vaeviz eval`
@@ -20,16 +21,19 @@ rec = common.current_run()
 
 with st.expander("Launch a comparison: same data, network and seed under several objectives",
                  expanded=len(runs) < 2):
-    st.caption(f"Based on **{rec.name}**: {rec.dataset}, {rec.config.model.arch} {rec.config.model.hidden}, "
-               f"latent {rec.config.model.latent_dim}, seed {rec.config.train.seed}, {rec.config.train.steps} "
-               "steps. Each objective starts from its default knobs; they train together as one batched model.")
+    net = rec.config.model
+    st.caption(f"Based on **{common.plain(rec.name)}**: {rec.dataset}, {net.arch} {net.hidden}, latent "
+               f"{net.latent_dim}, seed {rec.config.train.seed}, {rec.config.train.steps} steps. "
+               "Each objective starts from its default knobs; they train together as one batched model.")
     objectives = st.multiselect("Objectives", list(REGISTRY), default=["vae", "beta_vae", "sigma_vae", "geco"],
                                 key="cmp_objectives")
     if st.button("Launch comparison", icon=":material/rocket_launch:", key="cmp_launch"):
         try:
             cfgs = app_state.comparison_configs(rec.config, objectives)
+            for cfg in cfgs:
+                preflight(cfg)  # what would fail once training started fails here, before anything is queued
             ids = s.create_batch(cfgs, [cfg.name for cfg in cfgs])  # one worker trains them as one batched model
-        except Exception as exc:  # noqa: BLE001 - ConfigError shown as its message
+        except Exception as exc:  # noqa: BLE001 - ConfigError and DataError shown as their message
             common.show_error(exc)
         else:
             worker.ensure_worker(s)
@@ -56,7 +60,7 @@ if not same_scale:
 st.subheader("Tilings and prior samples at the last step")
 for col, r in zip(st.columns(len(chosen)), chosen):
     with col:
-        st.markdown(f"**{r.name}** · {r.status}")
+        st.markdown(f"**{common.plain(r.name)}** · {r.status}")
         steps = s.snapshot_steps(r.id)
         if not steps:
             st.caption("no snapshot yet")
@@ -89,11 +93,11 @@ if st.button("Compute metrics", key="cmp_eval") or state.get("cmp_evaluated"):
     for r in chosen:
         ckpt = app_state.checkpoint_for(s, r.id, None)
         if ckpt is None:
-            st.caption(f"{r.name}: no checkpoint yet")
+            st.caption(f"{common.plain(r.name)}: no checkpoint yet")
             continue
         try:
             rows[r.name] = {"objective": r.objective, "step": ckpt, **evaluation(str(s.home), r.id, ckpt)}
         except Exception as exc:  # noqa: BLE001 - one run's failure must not hide the others
-            st.warning(f"{r.name}: {exc}")
+            st.warning(f"{common.plain(r.name)}: {common.plain(common.hide_paths(str(exc)))}")
     if rows:
         st.plotly_chart(plots.metrics_table(rows), key="cmp_table")

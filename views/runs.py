@@ -26,7 +26,7 @@ shown = [r for r in runs if (not statuses or r.status in statuses) and (not obje
 table = pd.DataFrame([{
     "id": r.id, "name": r.name, "status": r.status, "objective": r.objective, "dataset": r.dataset,
     "latent": r.config.model.latent_dim, "progress": app_state.progress(r).text,
-    "created": datetime.fromtimestamp(r.created), "device": r.device or "", "error": r.error or "",
+    "created": datetime.fromtimestamp(r.created), "device": r.device or "", "error": common.hide_paths(r.error or ""),
 } for r in shown], columns=["id", "name", "status", "objective", "dataset", "latent", "progress", "created",
                             "device", "error"])
 event = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="single-row", key="runs_table")
@@ -39,7 +39,7 @@ if clicked != st.session_state.get("runs_clicked"):  # react to a new click only
         common.select_run(clicked)
 
 rec = common.current_run()
-st.subheader(f"{rec.name} ({rec.id})")
+st.subheader(f"{common.plain(rec.name)} ({rec.id})")
 st.badge(rec.status, color=common.STATUS_COLORS.get(rec.status, "gray"))
 common.run_error(rec)
 
@@ -59,7 +59,8 @@ if bar.button("Delete", icon=":material/delete:", key="delete", disabled=rec.sta
     st.session_state["confirm_delete"] = rec.id
 
 if st.session_state.get("confirm_delete") == rec.id:
-    st.warning(f"Delete run **{rec.name}** ({rec.id}), its metrics, checkpoints and snapshots? This cannot be undone.")
+    st.warning(f"Delete run **{common.plain(rec.name)}** ({rec.id}), its metrics, checkpoints and snapshots? "
+               "This cannot be undone.")
     yes, no, _ = st.columns([1, 1, 4])
     if yes.button("Yes, delete", type="primary", key="confirm_yes"):
         s.delete(rec.id)
@@ -71,4 +72,7 @@ if st.session_state.get("confirm_delete") == rec.id:
         st.rerun()
 
 with st.expander("Config"):
-    st.json(rec.config.to_dict())
+    config = rec.config.to_dict()
+    if config["data"].get("path"):
+        config["data"]["path"] = common.hide_paths(config["data"]["path"])
+    st.json(config)

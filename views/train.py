@@ -6,15 +6,16 @@ import torch
 from vaeviz import app_state, plots, worker
 from vaeviz.app_state import Knob
 from vaeviz.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from vaeviz.data import describe_datasets
+from vaeviz.data import DataError, data_dir, describe_datasets
 from vaeviz.objectives import REGISTRY
+from vaeviz.preflight import preflight
 from vaeviz.presets import PRESETS, preset_config
-from vaeviz.train import build
 from views import common
 
 TOY_SETS = ("gaussian_mixture", "lines", "circles", "moons", "pinwheel")
 TOY_ONLY = ("size", "k", "layout", "noise")
-DATA_MAIN = ("name", "path", "n", "per_class")
+DATA_MAIN = ("name", "n", "per_class")
+DATA_NOT_TYPED = ("path",)  # a user .npz is uploaded or picked from the data folder (npz_file), never a typed path
 MODEL_MAIN = ("arch", "latent_dim", "hidden")
 TRAIN_MAIN = ("steps", "batch_size", "lr", "seed", "device", "eval_every")
 DYNAMICS = {  # the objective's own state beside loss / rate / distortion: (metric names, log scale) per chart
@@ -84,8 +85,9 @@ def config_form() -> dict:
         for k in section(DataConfig, "data", DATA_MAIN):
             if k.key == "data.name":
                 k.kind, k.choices = "select", list(datasets)
-            if k.key != "data.path" or form.get("data.name") == "npz":
-                widget(k)
+            widget(k)
+            if k.key == "data.name" and form["data.name"] == "npz":
+                npz_file()
         st.caption(datasets.get(form["data.name"], ""))
         st.markdown("**Network**")
         for k in section(ModelConfig, "model", MODEL_MAIN):
@@ -102,7 +104,8 @@ def config_form() -> dict:
             widget(k)
     st.caption("Device: auto picks " + ("CUDA" if torch.cuda.is_available() else "the CPU (no CUDA here)") + ".")
     with st.expander("More settings"):
-        extra = section(DataConfig, "data", skip=DATA_MAIN + (() if form["data.name"] in TOY_SETS else TOY_ONLY))
+        skip = DATA_MAIN + DATA_NOT_TYPED + (() if form["data.name"] in TOY_SETS else TOY_ONLY)
+        extra = section(DataConfig, "data", skip=skip)
         extra += section(ModelConfig, "model", skip=MODEL_MAIN) + section(TrainConfig, "train", skip=TRAIN_MAIN)
         cols = st.columns(4)
         for i, k in enumerate(extra):
@@ -111,14 +114,57 @@ def config_form() -> dict:
     return dict(values)
 
 
+def npz_file() -> None:
+    """data.path of a user .npz: an uploaded file, or one of the .npz files of the data folder ($VAEVIZ_DATA_DIR)."""
+    folder = app_state.npz_files(data_dir())
+    source = "upload"
+    if folder:
+        source = st.radio("file", ["upload", "data folder"], horizontal=True, key="npz_source", persist_state="session")
+    if source == "data folder":
+        name = st.selectbox("data folder file", folder, key="npz_folder_file", persist_state="session")
+        path = str(data_dir() / name)
+        values["data.path"], state["npz_names"] = path, {path: name}
+        return
+    limit = app_state.upload_limit_mb()
+    upload = st.file_uploader(f"npz file: x (N, H, W) or (N, D), optional labels y; up to {limit} MB", type="npz",
+                              key="npz_upload", max_upload_size=limit)
+    if upload is not None and upload.file_id != state.get("npz", {}).get("id"):
+        state["npz"] = receive(upload, limit)
+    got = state.get("npz")
+    if got and got["error"]:
+        st.error(common.plain(got["error"]), icon=":material/error:")
+    elif got:
+        st.caption(f"Using {common.plain(got['name'])}: {got['n']:,} examples.")
+        values["data.path"], state["npz_names"] = got["path"], {got["path"]: got["name"]}
+
+
+def receive(upload, limit_mb: int) -> dict:
+    """Store an upload under $VAEVIZ_HOME/uploads (named by its content) and validate it with the data loader;
+    an invalid file is removed again."""
+    got = {"id": upload.file_id, "name": upload.name, "path": None, "n": 0, "error": None}
+    if upload.size > limit_mb * 2**20:
+        got["error"] = f"{upload.name} is {upload.size / 2**20:,.0f} MB; the limit is {limit_mb} MB."
+        return got
+    path = app_state.save_upload(upload.getvalue(), common.store().home)
+    try:
+        got["n"], got["path"] = app_state.check_npz(path, upload.name), str(path)
+    except DataError as exc:
+        path.unlink(missing_ok=True)
+        got["error"] = str(exc)
+    return got
+
 
 def launch(values: dict) -> None:
-    """Validate (config, then data and network), enqueue, start a worker; refuse with the config's message."""
+    """Validate (the config, then the pre-flight checks of device, data and network), enqueue, start a worker;
+    refuse with the message of the check that failed."""
+    if values.get("data.name") == "npz" and not values.get("data.path"):
+        st.error("Upload a .npz file (or pick one from the data folder) first.", icon=":material/error:")
+        return
     try:
         cfg = app_state.build_config(values, state.get("run_name"))
-        build(cfg, torch.device("cpu"))  # loads the data and builds the net: bad files and shapes show here
-    except Exception as exc:  # noqa: BLE001 - ConfigError, DataError or anything the build refuses
-        common.show_error(exc)
+        preflight(cfg)  # device, data, network and its size: what would fail once training started fails here
+    except Exception as exc:  # noqa: BLE001 - ConfigError, DataError or anything else the checks refuse
+        common.show_error(exc, state.get("npz_names"))
         return
     s = common.store()
     run_id = s.create_run(cfg, cfg.name)
@@ -136,7 +182,7 @@ def active_runs() -> tuple:
 def run_view(rec) -> None:
     """Progress, live curves and error of one run."""
     p = app_state.progress(rec)
-    st.progress(p.fraction, text=f"**{rec.name}** ({rec.status}) · {p.text}")
+    st.progress(p.fraction, text=f"**{common.plain(rec.name)}** ({rec.status}) · {p.text}")
     common.run_error(rec)
     df = common.live_metrics(rec.id)
     if df.empty:

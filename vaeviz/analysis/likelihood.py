@@ -38,7 +38,7 @@ def elbo_terms(model, objective, x, batch: int = 500, seed: int = 0) -> dict[str
     """Rate, distortion, ELBO, MSE per dimension and σ-independent NLL, in nats per example."""
     model.eval()
     device = model_device(model)
-    x = as_tensor(x, device)
+    x = as_tensor(x, model)
     rate = dist = sq = 0.0
     with seeded(seed, device):
         for chunk in x.split(batch):
@@ -84,7 +84,7 @@ def iwae_per_example(model, objective, x, k: int, chunk: int = 2048, seed: int =
     """IWAE bound per example with k importance samples, (N,). At most `chunk` decoded rows at once."""
     model.eval()
     device = model_device(model)
-    x = as_tensor(x, device)
+    x = as_tensor(x, model)
     batch = max(1, min(chunk, len(x)))
     out = []
     with seeded(seed, device):
