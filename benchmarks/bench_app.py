@@ -33,9 +33,10 @@ sys.path.insert(0, str(REPO))
 
 from vaeviz import app_state  # noqa: E402
 from vaeviz.analysis.batching import decode_batched  # noqa: E402
+from vaeviz.build import load_run  # noqa: E402
 from vaeviz.config import RunConfig  # noqa: E402
 from vaeviz.runs import RunStore  # noqa: E402
-from vaeviz.train import load_run, train  # noqa: E402
+from vaeviz.train import train  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CFG = {"data.name": "digits", "model.hidden": "64,64", "model.latent_dim": 8, "train.steps": 300,

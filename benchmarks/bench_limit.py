@@ -2,7 +2,7 @@
 
 The peak is the best of several large square fp32 matmuls using every CPU thread. The batched
 comparison trains K MLP VAEs that share data and network (different seeds) as one stacked model
-(`vaeviz.batched`); its FLOPs count every matmul of forward and backward: for each linear layer
+(`vaeviz.train`, `vaeviz.stacking`); its FLOPs count every matmul of forward and backward: for each linear layer
 2·B·in·out forward, the same for the weight gradient, and the same again for the input gradient
 (except the first encoder layer, whose input needs none). Elementwise work is not counted.
 A single run of the same network is timed alongside, both with the trainer's automatic thread
@@ -24,9 +24,10 @@ import time
 import torch
 from torch import nn
 
-from vaeviz.batched import BatchedTrainer
+from vaeviz.build import build
 from vaeviz.config import RunConfig
-from vaeviz.train import MemorySink, build, train
+from vaeviz.member import MemorySink
+from vaeviz.train import Trainer, train
 
 CASES = {
     "mnist": ["data.name=mnist", "model.hidden=512,512", "model.latent_dim=16", "train.batch_size=256"],
@@ -85,7 +86,7 @@ def main() -> None:
     for _ in range(args.repeats):
         single.append(solo_rate(solos, args.steps))
         single_all.append(solo_rate([c.with_overrides([f"train.threads={cores}"]) for c in solos], args.steps))
-        results = BatchedTrainer(cfgs, [MemorySink() for _ in cfgs]).run()
+        results = Trainer(cfgs, [MemorySink() for _ in cfgs]).run()
         batched.append(len(cfgs) * args.steps / results[0].seconds)
         torch.set_num_threads(cores)
     one = max(statistics.median(single), statistics.median(single_all))

@@ -32,10 +32,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from vaeviz.build import build
 from vaeviz.config import RunConfig
 from vaeviz.data import load_dataset
+from vaeviz.member import MemorySink
 from vaeviz.runtime import cpu_threads, flushed_denormals
-from vaeviz.train import MemorySink, build, train
+from vaeviz.train import train
 
 CASES = {
     "digits": dict(data=["data.name=digits", "data.n=1500", "data.eval_fraction=0.1"], hidden=[256, 256], latent=2,

@@ -46,10 +46,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from vaeviz.batched import train_batched  # noqa: E402
+
+from vaeviz.checkpoint import resume_states  # noqa: E402
 from vaeviz.config import RunConfig  # noqa: E402
+from vaeviz.member import MemorySink  # noqa: E402
 from vaeviz.runs import HEARTBEAT_TIMEOUT, RunStore  # noqa: E402
-from vaeviz.train import MemorySink, resume_states, train  # noqa: E402
+from vaeviz.train import train, train_batched  # noqa: E402
 
 CHECKPOINT_SECONDS = 2.0
 CHECKPOINT_EVERY = 10_000

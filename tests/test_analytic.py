@@ -1,15 +1,18 @@
-"""The hand-derived backward pass equals autograd: gradients, terms, state, metric streams and batches."""
+"""The hand-derived backward pass equals autograd: gradients, terms, state, metric streams and batches;
+every registered output gradient is checked against autograd in float64."""
 
-import copy
 
 import numpy as np
 import pytest
 import torch
 
 from vaeviz import analytic
-from vaeviz.batched import BatchedTrainer, train_batched
+from vaeviz.build import build
 from vaeviz.config import RunConfig
-from vaeviz.train import MemorySink, _Loop, build, make_optimizer, train
+from vaeviz.member import MemorySink
+from vaeviz.objectives import VAE
+from vaeviz.output_grads import GRADIENTS, output_grads
+from vaeviz.train import Trainer, train, train_batched
 
 BASE = ["data.name=digits", "model.hidden=48,32", "train.batch_size=32", "train.eval_every=1000",
         "train.checkpoint_every=1000"]
@@ -29,70 +32,72 @@ def _cfg(*overrides, steps=20):
     return RunConfig().with_overrides(BASE + [f"train.steps={steps}", *overrides])
 
 
-def _setup64(overrides):
-    setup = build(_cfg(*overrides), torch.device("cpu"))
-    setup.model.double()
-    return setup, torch.as_tensor(setup.data.x_train[:40]).double()
+def _trainer64(overrides, backward: str) -> Trainer:
+    return Trainer([_cfg(*overrides, "train.dtype=float64", f"train.backward={backward}")], [MemorySink()])
 
 
 @pytest.mark.parametrize("overrides", FITS)
 def test_gradients_terms_and_state_equal_autograd_in_float64(overrides):
-    setup, x = _setup64(overrides)
-    assert analytic.supports(setup.model, setup.objective)
-    fast = analytic.AnalyticStep(setup.model, setup.objective)
-    before = copy.deepcopy(setup.objective.state_dict())
+    fast, slow = _trainer64(overrides, "auto"), _trainer64(overrides, "autograd")
+    assert fast.analytic and not slow.analytic
+    x = fast.members[0].x[:40]
     for step in (6, 7):  # inside β's linear warm-up; GECO's C_ma moves from its first batch on
-        setup.objective.load_state_dict(before)
-        setup.model.zero_grad(set_to_none=True)
-        torch.manual_seed(step)
-        ref = setup.objective(setup.model, x, step)
-        ref.loss.backward()
-        setup.objective.after_step(ref, step)
-        expected = {n: p.grad.clone() for n, p in setup.model.named_parameters()}
-        state = copy.deepcopy(setup.objective.state_dict())
-        setup.objective.load_state_dict(before)
-        setup.model.zero_grad(set_to_none=True)
-        torch.manual_seed(step)  # the same ε
-        got = fast(x, step)
-        setup.objective.after_step(got, step)
-        for name, p in setup.model.named_parameters():
-            np.testing.assert_allclose(p.grad.numpy(), expected[name].numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
-        assert list(got.terms) == list(ref.terms)
-        for name, value in ref.terms.items():
-            rel = 1e-7 if name in ("beta", "kappa2") else 1e-12  # `loss` logs these as float32 tensors
-            assert float(got.terms[name]) == pytest.approx(float(value), rel=rel), name
-        for name, value in setup.objective.state_dict().items():  # σ² map, C_ma, λ, step
-            np.testing.assert_allclose(value.numpy(), state[name].numpy(), rtol=1e-6, err_msg=name)
-        before = state
+        got, expected = [_one_backward(trainer, x, step) for trainer in (fast, slow)]
+        for name, grad in expected["grads"].items():
+            np.testing.assert_allclose(got["grads"][name], grad, rtol=1e-9, atol=1e-12, err_msg=name)
+        assert list(got["terms"]) == list(expected["terms"])
+        for name, value in expected["terms"].items():
+            assert got["terms"][name] == pytest.approx(value, rel=1e-12), name
+        for name, value in expected["state"].items():  # σ² map, C_ma, λ, step
+            np.testing.assert_allclose(got["state"][name], value, rtol=1e-9, err_msg=name)
+
+
+def _one_backward(trainer: Trainer, x: torch.Tensor, step: int) -> dict:
+    """One batch's gradients, logged terms and objective state after `after_step`, from the noise of seed `step`."""
+    member = trainer.members[0]
+    member.noise.manual_seed(step)
+    member.s.model.zero_grad(set_to_none=True)
+    ((_, losses),) = trainer.backward(x, step)
+    member.s.objective.after_step(losses, step)
+    return {"grads": {n: p.grad.numpy().copy() for n, p in member.s.model.named_parameters()},
+            "terms": {n: float(v) for n, v in losses.terms.items()},
+            "state": {n: v.numpy().copy() for n, v in member.s.objective.state_dict().items()}}
+
+
+def test_every_registered_output_gradient_is_checked_and_selected_by_exact_class():
+    assert {type(_trainer64(o, "auto").members[0].s.objective) for o in FITS} == set(GRADIENTS)
+
+    class Tempered(VAE):  # overrides the likelihood: VAE's registered gradient would be wrong for it
+        def nll(self, p):
+            return 2.0 * super().nll(p)
+
+    setup = build(_cfg())
+    assert analytic.supports(setup.model, setup.objective)
+    assert output_grads(Tempered(setup.objective.params, setup.data.dim)) is None
 
 
 def test_stacked_gradients_equal_the_solo_gradients_of_each_member():
     cfgs = [_cfg(*o) for o in FITS]
-    trainer = BatchedTrainer(cfgs, [MemorySink() for _ in cfgs])
+    trainer = Trainer(cfgs, [MemorySink() for _ in cfgs])
     assert trainer.analytic
-    x = torch.stack([torch.as_tensor(lp.s.data.x_train[:32]).flatten(1) for lp in trainer.loops])  # (K, B, D)
-    eps = torch.randn(len(cfgs), 32, cfgs[0].model.latent_dim)
-    noises = iter(eps)
-    head = trainer.loops[0].s.model.encoder.head
-    states = [copy.deepcopy(lp.s.objective.state_dict()) for lp in trainer.loops]
-    rows = analytic.backprop(trainer.enc.layers(), trainer.dec.layers(), head.posterior, x, lambda mu: eps,
-                             lambda p: trainer._loss_and_grads(p, 5))
-    for k, lp in enumerate(trainer.loops):
-        lp.s.objective.load_state_dict(states[k])  # the state this step started from
-        step = analytic.AnalyticStep(lp.s.model, lp.s.objective)
-        solo = analytic.backprop(step.encoder, step.decoder, head.posterior, x[k], lambda mu: next(noises),
-                                 lambda p, objective=lp.s.objective: _solo_terms(objective, p))
-        np.testing.assert_allclose(rows[k][1].numpy(), solo.numpy(), rtol=1e-5)
-        for name, own in lp.s.model.named_parameters():
-            stack = trainer.enc if name.startswith("encoder.") else trainer.dec
+    x = torch.stack([m.x[:32] for m in trainer.members])  # (K, B, *shape)
+    for k, m in enumerate(trainer.members):
+        m.noise.manual_seed(k)
+    terms = {}  # each run's terms, from its group's (K,) terms
+    for ks, losses in trainer.backward(x, 5):
+        for i, k in enumerate(ks):
+            terms[k] = losses.terms if len(ks) == 1 else {n: v[i] for n, v in losses.terms.items()}
+    for k, cfg in enumerate(cfgs):
+        solo = Trainer([cfg], [MemorySink()])
+        solo.members[0].noise.manual_seed(k)
+        ((_, own),) = solo.backward(x[k], 5)
+        for name, value in own.terms.items():
+            np.testing.assert_allclose(terms[k][name].numpy(), value.numpy(), rtol=1e-5, err_msg=name)
+        for name, param in solo.members[0].s.model.named_parameters():
+            stack = trainer.nets.enc if name.startswith("encoder.") else trainer.nets.dec
             leaf = stack.params[name.split(".", 1)[1]]
-            np.testing.assert_allclose(stack.member(name, leaf.grad, k).numpy(), own.grad.numpy(), rtol=1e-4,
+            np.testing.assert_allclose(stack.member(name, leaf.grad, k).numpy(), param.grad.numpy(), rtol=1e-4,
                                        atol=1e-6, err_msg=name)
-
-
-def _solo_terms(objective, p):
-    _, row, _, grads = type(objective).group_loss_and_grads([objective], p, 5)
-    return row, grads
 
 
 @pytest.mark.parametrize("overrides", AUTOGRAD_ONLY)
@@ -126,17 +131,13 @@ def test_an_analytic_batch_matches_autograd_solo_runs_for_20_steps():
 
 
 def test_the_trainers_pick_the_analytic_pass_unless_told_or_unable():
-    for backward, expected in (("auto", True), ("autograd", False)):
-        cfg = _cfg(f"train.backward={backward}")
-        setup = build(cfg)
-        loop = _Loop(cfg, setup, make_optimizer(setup, 1e-3), torch.Generator(), MemorySink(), None, None, None)
-        assert isinstance(loop.backprop, analytic.AnalyticStep) == expected
-    cfgs = [_cfg(), _cfg("train.backward=autograd"), _cfg("objective.name=beta_tcvae")]
-    assert BatchedTrainer(cfgs[:1], [MemorySink()]).analytic
-    assert not BatchedTrainer(cfgs[:2], [MemorySink(), MemorySink()]).analytic
-    assert not BatchedTrainer(cfgs[::2], [MemorySink(), MemorySink()]).analytic  # β-TCVAE needs autograd
-    comparison = [_cfg(f"objective.name={name}") for name in ("vae", "beta_vae", "sigma_vae", "geco")]
-    assert BatchedTrainer(comparison, [MemorySink() for _ in comparison]).analytic  # the app's default
+    def picks(*cfgs):
+        return Trainer(list(cfgs), [MemorySink() for _ in cfgs]).analytic
+
+    assert picks(_cfg()) and not picks(_cfg("train.backward=autograd"))
+    assert not picks(_cfg(), _cfg("train.backward=autograd"))
+    assert not picks(_cfg(), _cfg("objective.name=beta_tcvae"))  # β-TCVAE needs autograd
+    assert picks(*[_cfg(f"objective.name={name}") for name in ("vae", "beta_vae", "sigma_vae", "geco")])  # the app's
 
 
 @pytest.mark.parametrize("overrides", [FITS[0], FITS[4], FITS[6]], ids=["vae", "sigma_vae", "geco"])

@@ -15,9 +15,10 @@ from streamlit.testing.v1 import AppTest
 
 from vaeviz.app_state import plain, short
 from vaeviz.config import RunConfig
+from vaeviz.control import Cancelled
 from vaeviz.plots import literal
 from vaeviz.runs import RunStore
-from vaeviz.train import Cancelled, train
+from vaeviz.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = ["train", "info_plane", "tiling", "holes", "sigma", "geco", "traversals", "compare", "runs"]

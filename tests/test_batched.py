@@ -3,9 +3,11 @@
 import numpy as np
 import pytest
 
-from vaeviz.batched import BatchedTrainer, check_batchable, train_batched
 from vaeviz.config import ConfigError, RunConfig
-from vaeviz.train import Diverged, MemorySink, train
+from vaeviz.control import Diverged
+from vaeviz.member import MemorySink
+from vaeviz.stacking import check_batchable
+from vaeviz.train import Trainer, train, train_batched
 
 BASE = ["data.name=digits", "model.hidden=64,64", "train.batch_size=32", "train.eval_every=1000",
         "train.checkpoint_every=1000"]
@@ -31,15 +33,15 @@ def test_grouped_runs_keep_their_own_beta_and_sigma():
                  ["objective.name=beta_vae", "objective.beta=2"],
                  ["objective.name=beta_vae", "objective.beta=8", "objective.schedule=linear",
                   "objective.warmup_steps=10"], ["objective.name=beta_tcvae"])
-    assert BatchedTrainer(cfgs, [MemorySink() for _ in cfgs])._groups() == [[0, 1], [2, 3], [4]]
+    assert Trainer(cfgs, [MemorySink() for _ in cfgs])._groups() == [[0, 1], [2, 3], [4]]
     _assert_batch_matches_solo(cfgs)
 
 
 def test_a_diverging_member_of_a_group_ends_alone():
     cfgs = _cfgs(100, ["train.seed=0"], ["train.seed=1"], ["train.seed=2"])
     sinks = [MemorySink() for _ in cfgs]
-    trainer = BatchedTrainer(cfgs, sinks)
-    trainer.loops[1].x[:] = float("nan")
+    trainer = Trainer(cfgs, sinks)
+    trainer.members[1].x[:] = float("nan")
     results = trainer.run()
     assert isinstance(results[1], Diverged) and results[1].step == 1
     for k in (0, 2):
@@ -90,8 +92,8 @@ def test_a_diverging_member_ends_alone():
     cfgs[1] = cfgs[1].with_overrides(["objective.name=beta_vae", "objective.beta=1"])
     sinks = [MemorySink() for _ in cfgs]
     # make member 1 diverge by poisoning its data after the build: NaN inputs from step 1
-    trainer = BatchedTrainer(cfgs, sinks)
-    trainer.loops[1].x[:] = float("nan")
+    trainer = Trainer(cfgs, sinks)
+    trainer.members[1].x[:] = float("nan")
     results = trainer.run()
     assert isinstance(results[1], Diverged) and results[1].step == 1
     assert results[0].steps == 300 and sinks[0].series("loss")[0].tolist() == list(range(1, 301))

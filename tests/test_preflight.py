@@ -8,9 +8,10 @@ import torch
 
 from vaeviz.config import ConfigError, RunConfig
 from vaeviz.data import DataError
+from vaeviz.member import MemorySink
 from vaeviz.preflight import check_device, max_model_bytes, preflight
 from vaeviz.presets import PRESETS, preset_config
-from vaeviz.train import MemorySink, train
+from vaeviz.train import train
 
 TINY = ["data.name=digits", "model.hidden=16", "train.steps=3", "train.eval_every=3", "train.probe_size=20"]
 

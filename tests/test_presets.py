@@ -3,10 +3,12 @@
 import numpy as np
 import pytest
 
+from vaeviz.build import load_run
 from vaeviz.config import ConfigError, RunConfig
+from vaeviz.member import MemorySink
 from vaeviz.presets import PRESETS, preset_config
 from vaeviz.samplers import GMMSampler, decode_samples, encode_latents
-from vaeviz.train import MemorySink, load_run, train
+from vaeviz.train import train
 
 REQUIRED = ["vae-digits", "beta-vae-annealed-digits", "sigma-vae-digits", "sigma-vae-network-digits", "geco-digits",
             "geco-mnist", "rae-l2-mnist", "rae-gp-digits", "rae-sn-digits", "beta-tcvae-shapes", "micro-mnist-2d",

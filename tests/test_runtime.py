@@ -8,8 +8,10 @@ import torch
 from torch import nn
 
 import vaeviz.runtime as runtime
+from vaeviz.build import build
 from vaeviz.config import RunConfig
-from vaeviz.train import MemorySink, build, train
+from vaeviz.member import MemorySink
+from vaeviz.train import train
 
 BASE = ["data.name=digits", "model.latent_dim=2", "model.hidden=64,64", "train.steps=20", "train.eval_every=20",
         "train.checkpoint_every=20", "train.batch_size=32", "train.probe_size=50"]

@@ -75,9 +75,11 @@ def test_decode_samples_gives_images_in_range_from_the_models_latents():
 
 
 def test_final_checkpoint_saves_fitted_samplers_that_load_back(tmp_path):
+    from vaeviz.build import load_run
     from vaeviz.config import RunConfig
+    from vaeviz.member import MemorySink
     from vaeviz.samplers import GMMSampler, fitted_samplers
-    from vaeviz.train import MemorySink, load_run, train
+    from vaeviz.train import train
 
     cfg = RunConfig().with_overrides(["data.name=digits", "model.hidden=32", "train.steps=30", "train.eval_every=30"])
     train(cfg, MemorySink(), workdir=tmp_path)

@@ -4,8 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+from vaeviz.build import load_run
 from vaeviz.config import RunConfig
-from vaeviz.train import Cancelled, Diverged, MemorySink, load_run, train
+from vaeviz.control import Cancelled, Diverged
+from vaeviz.member import MemorySink
+from vaeviz.train import train
 
 BASE = ["data.name=digits", "model.latent_dim=2", "model.hidden=64,64", "train.steps=60", "train.eval_every=20",
         "train.checkpoint_every=20", "train.batch_size=32"]

@@ -14,12 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import vaeviz.member
 import vaeviz.train
 from vaeviz import cli
-from vaeviz.batched import BatchedTrainer, train_batched
+from vaeviz.checkpoint import checkpoint_steps, resume_states
 from vaeviz.config import RunConfig
+from vaeviz.member import MemorySink
 from vaeviz.runs import RunStore, pid_alive
-from vaeviz.train import MemorySink, checkpoint_steps, resume_states, train
+from vaeviz.train import Trainer, train, train_batched
 from vaeviz.worker import _heartbeats, ensure_worker, work
 
 SMALL = ["data.name=digits", "model.latent_dim=2", "model.hidden=32,32", "train.batch_size=32",
@@ -91,7 +93,7 @@ def test_an_unknown_error_fails_the_run_with_its_type(store, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(vaeviz.train, "train", broken)
+    monkeypatch.setattr(vaeviz.train.Trainer, "run", broken)
     rid = store.create_run(_cfg())
     work(store, max_jobs=1)
     rec = store.get(rid)
@@ -200,13 +202,13 @@ def ticking(monkeypatch):
 
 def _saves(monkeypatch) -> list[tuple[str, int, bool]]:
     """Record every checkpoint the trainers save: (run folder name, step, with weights)."""
-    saves, save = [], vaeviz.train.save_checkpoint
+    saves, save = [], vaeviz.member.save_checkpoint
 
     def recording(workdir, step, *args, weights=True, **kwargs):
         save(workdir, step, *args, weights=weights, **kwargs)
         saves.append((Path(workdir).name, step, weights))
 
-    monkeypatch.setattr(vaeviz.train, "save_checkpoint", recording)
+    monkeypatch.setattr(vaeviz.member, "save_checkpoint", recording)
     return saves
 
 
@@ -254,7 +256,7 @@ def test_a_batch_resumes_whole_into_identical_streams(tmp_path, ticking, monkeyp
     train_batched(cfgs, reference)
     saves = _saves(monkeypatch)
     if kill == "between the runs' saves":  # the kill comes before the second run's first save from step 30 on
-        save, killed = vaeviz.train.save_checkpoint, []
+        save, killed = vaeviz.member.save_checkpoint, []
 
         def dying(workdir, step, *args, **kwargs):
             if Path(workdir).name == "b" and step >= 30 and not killed:
@@ -262,13 +264,13 @@ def test_a_batch_resumes_whole_into_identical_streams(tmp_path, ticking, monkeyp
                 raise _Crash("killed while the batch was saving")
             save(workdir, step, *args, **kwargs)
 
-        monkeypatch.setattr(vaeviz.train, "save_checkpoint", dying)
+        monkeypatch.setattr(vaeviz.member, "save_checkpoint", dying)
     sinks, workdirs = [MemorySink() for _ in cfgs], [tmp_path / "a", tmp_path / "b"]
     with pytest.raises(_Crash):
-        BatchedTrainer(cfgs, [_CrashAt(sinks[0], 52), sinks[1]], workdirs).run()
+        Trainer(cfgs, [_CrashAt(sinks[0], 52), sinks[1]], workdirs).run()
     assert any(not weights for _, _, weights in saves)  # time-based saves came too
     saved = {name: max(step for n, step, _ in saves if n == name) for name in ("a", "b")}
-    trainer = BatchedTrainer(cfgs, sinks, workdirs, resume=True)
+    trainer = Trainer(cfgs, sinks, workdirs, resume=True)
     assert trainer.start == saved["b"] and (saved["a"] > saved["b"]) == (kill != "between boundaries")
     trainer.run()
     assert [s.rows for s in sinks] == [r.rows for r in reference]
@@ -283,7 +285,7 @@ def _crashed_run(store, batch: bool) -> tuple[list[str], list[MemorySink]]:
     workdirs = [store.artifact_dir(i) for i in ids]
     with pytest.raises(_Crash):
         if batch:
-            BatchedTrainer(cfgs, sinks, workdirs).run()
+            Trainer(cfgs, sinks, workdirs).run()
         else:
             train(cfgs[0], sinks[0], workdir=workdirs[0])
     reference = [MemorySink() for _ in cfgs]

@@ -3,17 +3,18 @@
 A digits step is ~100 tiny ops, and on a small CPU autograd's bookkeeping (graph nodes, saved
 tensors, gradient accumulation) costs more than their arithmetic. For the common case (MLP
 encoder and decoder of Linear + ReLU layers, a diagonal Gaussian posterior sampled as
-z = μ + σ ⊙ ε (Kingma & Welling 2014, eq. 10), no decoder variance head, and an objective whose
-`group_loss_and_grads` gives its gradient w.r.t. the decoder logits and (μ, log σ²): VAE,
-β-VAE, σ-VAE with the closed-form σ*, GECO) this module runs the forward pass without a graph and
-backpropagates by hand, writing every gradient straight into the parameters' `.grad`:
+z = μ + σ ⊙ ε (Kingma & Welling 2014, eq. 10), no decoder variance head, and an objective with a
+registered output gradient in `vaeviz.output_grads`: VAE, β-VAE, σ-VAE with the closed-form σ*,
+GECO) this module runs the forward pass without a graph, takes the loss's terms from the
+objective's own `loss` and its output gradients from `output_grads`, and backpropagates by hand,
+writing every gradient straight into the parameters' `.grad`:
 
     affine y = h Wᵀ + b:  ∂W = gᵀ h,  ∂b = Σ_batch g,  ∂h = g W;   ReLU: ∂h = g ⊙ [y > 0];
     reparameterisation:   ∂μ += ∂z,   ∂log σ² += ½ ∂z ⊙ σ ⊙ ε.
 
 The same code runs one model (weights (out, in), `addmm`) or K stacked ones (weights (K, in, out),
-`baddbmm`, `vaeviz.batched`). The objective's terms equal its `loss`'s to float rounding, and ε is
-drawn as `Posterior.rsample` draws it, so a run matches its autograd twin (tests).
+`baddbmm`, stacked by the trainer). ε is drawn as `Posterior.rsample` draws it, so a run matches its
+autograd twin (tests).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from torch.nn.utils import parametrize
 from vaeviz.distributions import Posterior
 from vaeviz.nets import DecoderOut, MLPDecoder, MLPEncoder, VAEModel
 from vaeviz.objectives.base import Losses, Objective, Pass
+from vaeviz.output_grads import output_grads
 
 # (weight, bias): (out, in) and (out,) for one model; (K, in, out) and (K, 1, out) stacked
 Layer = tuple[torch.Tensor, torch.Tensor]
@@ -51,7 +53,7 @@ def supports(model: VAEModel, objective: Objective) -> bool:
     return (isinstance(enc, MLPEncoder) and isinstance(dec, MLPDecoder) and enc.head.kind == "diag"
             and dec.log_sigma is None and _plain(enc.head.out) and _plain(dec.out)
             and linear_chain(enc.body) is not None and linear_chain(dec.body) is not None
-            and objective.has_loss_grads() and not any(p.requires_grad for p in objective.parameters()))
+            and output_grads(objective) is not None)
 
 
 def _grad(p: torch.Tensor) -> torch.Tensor:
@@ -131,14 +133,14 @@ class AnalyticStep:
     """One model's batch: forward pass and hand-derived backward pass; gradients land in `.grad`."""
 
     def __init__(self, model: VAEModel, objective: Objective):
-        self.model, self.objective = model, objective
+        self.model, self.objective, self.grads = model, objective, output_grads(objective)
         self.encoder = _layers([*linear_chain(model.encoder.body), model.encoder.head.out])
         self.decoder = _layers([*linear_chain(model.decoder.body), model.decoder.out])
 
     def __call__(self, x: torch.Tensor, step: int) -> Losses:
         def loss_and_grads(p: Pass):
-            loss, row, names, grads = type(self.objective).group_loss_and_grads([self.objective], p, step)
-            return Losses(loss, dict(zip(names, row.unbind()))), grads
+            losses = self.objective.loss(p, step)
+            return losses, self.grads(self.objective, p, losses, step)
 
         return backprop(self.encoder, self.decoder, self.model.encoder.head.posterior, x.flatten(1), _draw_noise,
                         loss_and_grads)

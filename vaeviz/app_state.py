@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from vaeviz.checkpoint import checkpoint_steps
 from vaeviz.config import ConfigError, RunConfig, base_type
 from vaeviz.data import DataError, load_npz
 from vaeviz.runs import RunRecord, RunStore
-from vaeviz.train import checkpoint_steps
 
 ACTIVE = ("queued", "running")
 _PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character

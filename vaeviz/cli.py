@@ -33,7 +33,7 @@ from vaeviz.config import ConfigError, RunConfig
 from vaeviz.data import UnreadableFile, open_regular
 from vaeviz.preflight import preflight
 from vaeviz.runs import STATUSES, RunStore
-from vaeviz.worker import Outcome, ensure_worker, run_batch, run_one, user_errors, work
+from vaeviz.worker import Outcome, ensure_worker, run_one, run_together, user_errors, work
 
 MAX_CONFIG_BYTES = 1 << 20  # a config file is a few hundred bytes
 MAX_SWEEP_RUNS = 256  # combinations of one sweep
@@ -198,7 +198,7 @@ def cmd_sweep(args) -> int:
         _out(f"run: {run_id}")
     if args.background:
         return _start_worker(store)
-    outs = run_batch(store, [store.get(i) for i in ids])
+    outs = run_together(store, [store.get(i) for i in ids])
     rows = [["run", "name", "status", "rate", "distortion"]]
     for run_id, name, out in zip(ids, names, outs):
         final = out.result.final if out.result else {}
@@ -355,7 +355,7 @@ def cmd_export(args) -> int:
 def _load_for_eval(store: RunStore, run_id: str, step: int | None):
     """(model, objective, data, step) of a run's checkpoint; a corrupt or tampered checkpoint is a UserError."""
     from vaeviz.analysis.evaluate import load_model
-    from vaeviz.train import checkpoint_steps
+    from vaeviz.checkpoint import checkpoint_steps
 
     try:
         return load_model(store, run_id, step)

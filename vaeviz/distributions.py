@@ -120,7 +120,7 @@ class Posterior:
             return kl_full_std_normal(self.mu, self.scale_tril)
         if self.logvar is not None:
             return kl_diag_std_normal(self.mu, self.logvar)
-        return torch.zeros(self.mu.shape[0], device=self.mu.device, dtype=self.mu.dtype)
+        return self.mu.new_zeros(self.mu.shape[:-1])
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log q(z|x) of samples z (..., B, L) -> (..., B)."""

@@ -173,7 +173,6 @@ class MetricSink:
 
     def __init__(self, store: RunStore, run_id: str):
         self.store, self.run_id = store, run_id
-        self.resumed_from: int | None = None
 
     def write(self, rows) -> None:
         self.store.add_metrics(self.run_id, rows)
@@ -186,7 +185,6 @@ class MetricSink:
 
     def truncate(self, after_step: int) -> None:
         """On resume: forget metrics and snapshots written after the checkpoint's step."""
-        self.resumed_from = after_step
         self.store.truncate_metrics(self.run_id, after_step)
         self.store.drop_snapshots(self.run_id, after_step)
 

@@ -19,10 +19,12 @@ import ctypes
 import ctypes.util
 import functools
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from vaeviz import analytic
 from vaeviz.nets import VAEModel
 
 PARALLEL_FLOPS = 3e8  # estimated FLOPs per step above which every core is used
@@ -129,3 +131,29 @@ def maybe_compile(model: VAEModel, mode: str, device: torch.device) -> CompiledN
     if mode == "off" or (mode == "auto" and device.type != "cuda"):
         return None
     return CompiledNets(model)
+
+
+@dataclass
+class Plan:
+    """How a batch of runs trains: compiled networks (or None) and whether the hand-derived backward
+    pass applies (`analytic`), and would apply with compile off (`analytic_eager`)."""
+
+    compiled: CompiledNets | None
+    analytic: bool
+    analytic_eager: bool
+
+    def without_compile(self) -> Plan:
+        return Plan(None, self.analytic_eager, self.analytic_eager)
+
+
+def plan(cfgs: list, setups: list, nets) -> Plan:
+    """Every runtime choice of K ≥ 1 runs trained together, made once: CPU threads (set here, for K
+    times a run's work), torch.compile (one run only) and the backward pass: hand-derived
+    (`vaeviz.analytic`) when every run asks for `train.backward=auto` and fits it, and the nets are
+    plain MLPs; compiled runs keep autograd."""
+    tc, first = cfgs[0].train, setups[0]
+    set_cpu_threads(first.device, tc.threads, first.model, len(setups) * tc.batch_size)
+    compiled = maybe_compile(first.model, tc.compile, first.device) if len(setups) == 1 else None
+    fits = nets.plain_mlp() and all(cfg.train.backward == "auto" and analytic.supports(s.model, s.objective)
+                                    for cfg, s in zip(cfgs, setups))
+    return Plan(compiled, fits and compiled is None, fits)

@@ -1,304 +1,282 @@
-"""The training loop: data resident on the device, random-index minibatches, gradients from the
-hand-derived pass of `vaeviz.analytic` where it applies (see `analytic.supports`) and from autograd elsewhere,
-Adam (one fused call per step, `vaeviz.optim`), with the runtime choices of `vaeviz.runtime`
-(threads, denormals, compile).
+"""The training loop: K ≥ 1 runs that share data and network shape trained together; a solo run is K = 1.
 
-Steps are numbered 1..steps (step t is the t-th optimiser update). Train-split metrics of step
-t come from that step's batch and are kept on the device, synced to the sink only at a flush
-(at least once a second, and before every evaluation and checkpoint), where they are also
-checked for NaN/inf. Evaluation on the held-out split runs at step 0, every `eval_every` steps
-and at the end, under its own RNG so it never changes the training stream, and stores a
-snapshot of the probe set's posterior. The same config and seed give the same metric stream.
-
-Checkpoints (with a `workdir`) come every `checkpoint_every` steps and at the end (the weights, kept
-per step for the explorer, and the resume state), and in between whenever `checkpoint_seconds` have
-passed since the last one (the resume state only), so a crash loses at most that much training.
-The resume state holds everything the stream depends on (weights, objective state, Adam, the
-minibatch generator and the noise RNG), and saving it changes nothing, so a resumed run writes the
-same stream as an uninterrupted one whenever its checkpoints happened. The previous resume state is
-kept beside the latest (`RESUME_FILES`), so a batch killed while saving its runs one after another
-still finds a step all of them saved.
+Each run (`vaeviz.member.Member`) keeps its own data, minibatch generator, noise stream, objective
+and state, sink, evaluations and checkpoints; the networks of the K runs are computed together
+(`vaeviz.stacking`: a solo run's own modules, or K stacked ones). One step:
+  1. every run draws its minibatch (B, *shape) → x (K, B, *shape) for K > 1;
+  2. `backward`: the gradients of every run's loss, by autograd or, where every run fits it, by the
+     hand-derived pass of `vaeviz.analytic` (MLP nets, objectives with a registered output gradient);
+     runs whose objectives share a `group_key` compute `Objective.loss` in one call;
+  3. one fused Adam update over all trained tensors (`vaeviz.optim`);
+  4. each run's terms go to its metric buffer, after its objective's `after_step` (GECO's λ).
+Steps are numbered 1..steps. At a boundary — at least every `FLUSH_SECONDS`, when a buffer holds
+`MAX_BUFFER` steps, every `eval_every` steps and at the end, and at checkpoints (every
+`checkpoint_every` steps or `checkpoint_seconds`, whichever first) — every run flushes its metrics
+(checked for NaN/inf), then evaluates and checkpoints where due. A run that diverges or is cancelled
+ends alone; the others go on. Evaluation runs under its own RNG and saving changes nothing, so the
+same config and seed give the same metric stream, alone or in a batch (up to matmul rounding), and
+a resumed run the stream of an uninterrupted one. The runtime choices (threads, compile, backward
+kind) are made once, by `vaeviz.runtime.plan`.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
-import numpy as np
 import torch
 
-from vaeviz import analytic
-from vaeviz.config import RunConfig
-from vaeviz.data import Dataset, load_dataset
-from vaeviz.evaluation import evaluate, probe_snapshot
-from vaeviz.nets import VAEModel, build_model
-from vaeviz.objectives import Objective, build_objective
-from vaeviz.objectives.base import Losses
+from vaeviz import analytic, runtime
+from vaeviz.build import build
+from vaeviz.checkpoint import discard_resume_state, load_checkpoint, resume_states
+from vaeviz.config import ConfigError, RunConfig
+from vaeviz.control import Cancelled, Diverged
+from vaeviz.member import Member, MetricSink, TrainResult
+from vaeviz.objectives.base import Losses, Objective, Pass
 from vaeviz.optim import FastAdam
+from vaeviz.output_grads import output_grads
 from vaeviz.preflight import preflight
-from vaeviz.runtime import flushed_denormals, maybe_compile, pick_device, set_cpu_threads
-from vaeviz.samplers import fitted_samplers
+from vaeviz.stacking import SoloNets, StackedNets, check_batchable, rows
 
 FLUSH_SECONDS = 0.5
 MAX_BUFFER = 2000
-RESUME_FILES = ("checkpoint.pt", "checkpoint.prev.pt")  # the latest resume state and the one before it
 clock = time.monotonic  # what time-based checkpoints are timed with (tests replace it)
 log = logging.getLogger("vaeviz")
+Results = list[tuple[list[int], Losses]]  # each group's runs and their losses
 
 
-class Cancelled(Exception):
-    """The run was asked to stop; a checkpoint was written first."""
+class Trainer:
+    """Train K ≥ 1 compatible runs together; each run streams to its own sink."""
 
+    def __init__(self, cfgs: list[RunConfig], sinks: list[MetricSink], workdirs: list[Path | None] | None = None,
+                 should_stop: list[Callable[[], bool]] | None = None, *, resume: bool = False,
+                 progress: Callable[[int, int, dict], None] | None = None):
+        check_batchable(cfgs)
+        workdirs, should_stop = workdirs or [None] * len(cfgs), should_stop or [None] * len(cfgs)
+        self.members = [Member(cfg, build(cfg), sink, Path(wd) if wd is not None else None, stop,
+                               progress if k == 0 else None)
+                        for k, (cfg, sink, wd, stop) in enumerate(zip(cfgs, sinks, workdirs, should_stop))]
+        self.start = self._resume() if resume else 0  # before stacking: the stacks copy the runs' weights
+        self.nets = self._nets()
+        self.opt = self.members[0].opt if len(cfgs) == 1 else FastAdam(self.nets.parameters(), cfgs[0].train.lr)
+        if self.start:
+            self.nets.from_members(self.opt, [m.opt for m in self.members])
+        self.plan = runtime.plan(cfgs, [m.s for m in self.members], self.nets)
+        self.keys = [m.s.objective.group_key() for m in self.members]  # fixed by each run's config
+        self.stateful = {k for k, m in enumerate(self.members)  # runs with an `after_step` (GECO's λ)
+                         if type(m.s.objective).after_step is not Objective.after_step}
+        self.outcomes: list[TrainResult | Exception | None] = [None] * len(cfgs)
+        self._grouped: dict[tuple[int, ...], tuple[Objective, Callable | None]] = {}
 
-class Diverged(Exception):
-    """A logged term became NaN or infinite."""
+    @property
+    def analytic(self) -> bool:
+        """Whether steps take the hand-derived backward pass (`vaeviz.analytic`)."""
+        return self.plan.analytic
 
-    def __init__(self, step: int, term: str, value: float):
-        super().__init__(f"diverged at step {step}: {term} = {value} (try a smaller train.lr)")
-        self.step, self.term, self.value = step, term, value
+    @property
+    def live(self) -> list[int]:
+        return [k for k, o in enumerate(self.outcomes) if o is None]
 
+    def _nets(self) -> SoloNets | StackedNets:
+        """A solo run's own networks, or the K runs' stacked (same network needed, no RAE regulariser)."""
+        if len(self.members) == 1:
+            return SoloNets(self.members[0].s.model)
+        for m in self.members:
+            if m.s.objective.needs_model or m.s.objective.net_spec().spectral_norm:
+                raise ConfigError(f"objective '{m.cfg.objective.name}' with these knobs cannot train batched")
+        if len({m.s.objective.net_spec() for m in self.members}) > 1:
+            raise ConfigError("runs in one batch must need the same network (e.g. no RAE beside a VAE)")
+        spec, cfg = self.members[0].s.objective.net_spec(), self.members[0].cfg
+        kind = cfg.model.covariance if spec.stochastic else "deterministic"
+        return StackedNets([m.s.model for m in self.members], [m.s.objective for m in self.members], kind)
 
-class MetricSink(Protocol):
-    def write(self, rows: list[tuple[int, str, str, float]]) -> None: ...
-    def snapshot(self, step: int, arrays: dict[str, np.ndarray]) -> None: ...
-    def progress(self, step: int, total: int) -> None: ...
-    def truncate(self, after_step: int) -> None: ...
+    def _resume(self) -> int:
+        """Restore every run's resume state at the latest step all of them saved; that step (0: none)."""
+        if any(m.workdir is None for m in self.members):
+            return 0
+        saved = [resume_states(m.workdir) for m in self.members]
+        start = max(set.intersection(*(set(s) for s in saved)), default=0)
+        for m, states in zip(self.members, saved):
+            if start:
+                load_checkpoint(states[start], m.s, m.opt, m.gen, m.noise)
+            else:  # a fresh start
+                discard_resume_state(m.workdir)
+            m.sink.truncate(start if start else -1)
+        return start
 
-
-@dataclass
-class MemorySink:
-    """A sink that keeps everything in memory (tests, notebooks)."""
-
-    rows: list[tuple[int, str, str, float]] = field(default_factory=list)
-    snapshots: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
-
-    def write(self, rows):
-        self.rows.extend(rows)
-
-    def snapshot(self, step, arrays):
-        self.snapshots[step] = arrays
-
-    def progress(self, step, total):
-        pass
-
-    def truncate(self, after_step):
-        self.rows = [r for r in self.rows if r[0] <= after_step]
-        self.snapshots = {s: a for s, a in self.snapshots.items() if s <= after_step}
-
-    def series(self, name: str, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
-        """(steps, values) of one metric."""
-        pts = [(s, v) for s, sp, n, v in self.rows if n == name and sp == split]
-        return np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
-
-
-@dataclass
-class TrainResult:
-    steps: int
-    final: dict[str, float]
-    device: str
-    seconds: float = 0.0  # wall time of the optimiser steps and flushes (no evaluation or checkpoints)
-
-
-@dataclass
-class Setup:
-    """Everything a run trains or evaluates with."""
-
-    data: Dataset
-    model: VAEModel
-    objective: Objective
-    device: torch.device
-
-
-def build(cfg: RunConfig, device: torch.device | None = None) -> Setup:
-    """Load the data and build objective and model, seeded by `train.seed`."""
-    device = device or pick_device(cfg.train.device)
-    data = load_dataset(cfg.data)
-    torch.manual_seed(cfg.train.seed)
-    objective = build_objective(cfg.objective, data.dim)
-    objective.set_dataset_size(len(data.x_train))
-    model = build_model(cfg.model, data.shape, objective.net_spec())
-    dtype = getattr(torch, cfg.train.dtype)
-    return Setup(data, model.to(device, dtype), objective.to(device, dtype), device)
-
-
-def make_optimizer(setup: Setup, lr: float) -> FastAdam:
-    params = list(setup.model.parameters()) + list(setup.objective.parameters())
-    return FastAdam(params, lr)
-
-
-class _Buffer:
-    """Per-step metric tensors kept on the device until a flush."""
-
-    def __init__(self):
-        self.names: list[str] | None = None
-        self.steps: list[int] = []
-        self.values: list[torch.Tensor] = []
-
-    def add(self, step: int, terms: dict[str, torch.Tensor]) -> None:
-        if self.names is None:
-            self.names = list(terms)
-        self.add_row(step, self.names, torch.stack([terms[n].float().reshape(()) for n in self.names]))
-
-    def add_row(self, step: int, names: list[str], row: torch.Tensor) -> None:
-        """The terms `names` of one step as one (T,) tensor."""
-        if self.names is None:
-            self.names = list(names)
-        self.steps.append(step)
-        self.values.append(row)
-
-    def drain(self) -> list[tuple[int, str, str, float]]:
-        """Sync to the host, raise Diverged at the first non-finite value, return rows."""
-        if not self.values:
-            return []
-        table = torch.stack(self.values).cpu().numpy()  # (steps, terms)
-        steps, self.steps, self.values = self.steps, [], []
-        bad = ~np.isfinite(table)
-        if bad.any():
-            i, j = np.argwhere(bad)[0]
-            raise Diverged(steps[i], self.names[j], float(table[i, j]))
-        return [(s, "train", n, float(v)) for s, row in zip(steps, table) for n, v in zip(self.names, row)]
-
-
-def train(
-    cfg: RunConfig,
-    sink: MetricSink,
-    *,
-    workdir: Path | str | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    resume: bool = False,
-    progress: Callable[[int, int, dict], None] | None = None,
-) -> TrainResult:
-    """Train `cfg`, streaming metrics to `sink`; checkpoints go to `workdir` when given."""
-    preflight(cfg)  # what would fail after training started (data size, device, seeds) fails before step 1
-    setup = build(cfg)
-    set_cpu_threads(setup.device, cfg.train.threads, setup.model, cfg.train.batch_size)
-    opt = make_optimizer(setup, cfg.train.lr)
-    gen = torch.Generator(device=setup.device).manual_seed(cfg.train.seed)
-    workdir = Path(workdir) if workdir is not None else None
-    start = 0
-    saved = resume_states(workdir) if resume and workdir is not None else {}
-    if saved:
-        start = load_checkpoint(saved[max(saved)], setup, opt, gen)
-        sink.truncate(start)
-    loop = _Loop(cfg, setup, opt, gen, sink, workdir, should_stop or (lambda: False), progress)
-    with flushed_denormals():
-        return loop.run(start)
-
-
-class _Loop:
-    """The state of one training run between flushes."""
-
-    def __init__(self, cfg, setup, opt, gen, sink, workdir, should_stop, progress):
-        self.cfg, self.s, self.opt, self.gen, self.sink = cfg, setup, opt, gen, sink
-        self.workdir, self.should_stop, self.progress = workdir, should_stop, progress
-        dtype = getattr(torch, cfg.train.dtype)
-        self.x = torch.as_tensor(setup.data.x_train, device=setup.device, dtype=dtype)  # (N, *shape)
-        self.x_eval = torch.as_tensor(setup.data.x_eval, device=setup.device, dtype=dtype)
-        self.buffer, self.last = _Buffer(), {}
-        self.noise: torch.Generator | None = None  # None: the default RNG (solo); a batch member's own stream
-        self.saved_at = clock()  # when the last checkpoint was saved
-        self.compiled = maybe_compile(setup.model, cfg.train.compile, setup.device)
-        self.backprop = self._pick_backprop()
-
-    def _pick_backprop(self) -> Callable[[torch.Tensor, int], Losses]:
-        """What computes a batch's losses and gradients: compiled nets, the hand-derived backward
-        pass (`vaeviz.analytic`) where it applies, or autograd."""
-        if self.compiled is not None:
-            return self._compiled_step
-        if self.cfg.train.backward == "auto" and analytic.supports(self.s.model, self.s.objective):
-            return analytic.AnalyticStep(self.s.model, self.s.objective)
-        return self._forward_backward
+    # ------------------------------------------------------------------ one step
 
     def step(self, t: int) -> None:
-        idx = torch.randint(0, self.x.shape[0], (self.cfg.train.batch_size,), generator=self.gen, device=self.x.device)
-        x = self.x.index_select(0, idx)
-        losses = self.backprop(x, t)
+        """One optimiser step of every live run."""
+        results = self.backward(self._batch(), t)
         self.opt.update()
-        self.s.objective.after_step(losses, t)
-        self.buffer.add(t, losses.terms)
+        self._log(results, t)
 
-    def _forward_backward(self, x: torch.Tensor, t: int) -> Losses:
-        losses = self.s.objective(self.s.model, x, t)
+    def _batch(self) -> torch.Tensor:
+        if self.nets.lead == 0:
+            return self.members[0].batch()  # (B, *shape)
+        return torch.stack([m.batch() for m in self.members])  # (K, B, *shape)
+
+    def backward(self, x: torch.Tensor, t: int) -> Results:
+        """Each group's losses on batch x at step t, with the gradient of their sum in every trained `.grad`."""
+        if self.plan.analytic:
+            head = self.members[0].s.model.encoder.head
+            return analytic.backprop(*self.nets.layers(), head.posterior, x.flatten(self.nets.lead + 1),
+                                     self._noise, lambda p: self._losses_and_grads(p, t))
+        if self.plan.compiled is not None:
+            return self._compiled_backward(x, t)
+        return self._autograd_backward(x, t)
+
+    def _autograd_backward(self, x: torch.Tensor, t: int) -> Results:
+        q = self.nets.encode(x)
+        z = q.rsample(eps=None if q.deterministic else self._noise(q.mu))
+        p = Pass(x.flatten(self.nets.lead + 1), q, z, self.nets.decode(z))
+        model = self.members[0].s.model if self.nets.lead == 0 else None  # for RAE's regularisers
+        results = [(ks, self._objective(ks)[0].loss(self._rows(ks, p), t, model)) for ks in self._groups()]
         self.opt.clear_grads()
-        losses.loss.backward()
-        return losses
+        losses = [r.loss.reshape(-1) for _, r in results]
+        (losses[0] if len(losses) == 1 else torch.cat(losses)).sum().backward()
+        return results
 
-    def _compiled_step(self, x: torch.Tensor, t: int) -> Losses:
-        """Forward and backward through the compiled networks; a first step that fails is redone
-        as with compile off (objective state restored first) and the run goes on that way."""
-        state = None if self.compiled.ready else copy.deepcopy(self.s.objective.state_dict())
+    def _compiled_backward(self, x: torch.Tensor, t: int) -> Results:
+        """Through the compiled networks (one run); a first step that fails is redone as with compile
+        off (objective state restored first) and the run goes on that way."""
+        objective = self.members[0].s.objective
+        state = None if self.plan.compiled.ready else copy.deepcopy(objective.state_dict())
         try:
-            with self.compiled.installed():
-                losses = self._forward_backward(x, t)
+            with self.plan.compiled.installed():
+                results = self._autograd_backward(x, t)
         except Exception as exc:  # noqa: BLE001 - any compiler failure; a real error recurs eagerly
             if state is None:
                 raise
             log.warning("torch.compile failed (%s: %s); training eagerly", type(exc).__name__, exc)
-            self.s.objective.load_state_dict(state)
-            self.compiled = None
-            self.backprop = self._pick_backprop()  # what the run would use with compile off
-            return self.backprop(x, t)
-        self.compiled.ready = True
-        return losses
+            objective.load_state_dict(state)
+            self.plan = self.plan.without_compile()
+            return self.backward(x, t)
+        self.plan.compiled.ready = True
+        return results
 
-    def run(self, start: int) -> TrainResult:
-        tc = self.cfg.train
-        if start == 0:
-            self.evaluate(0)
-        last_flush = begin = time.perf_counter()
-        self.saved_at = clock()
-        paused = 0.0  # time spent evaluating and checkpointing
-        for t in range(start + 1, tc.steps + 1):
+    def _losses_and_grads(self, p: Pass, t: int) -> tuple[Results, tuple[torch.Tensor, ...]]:
+        """For the hand-derived pass: each group's losses (`Objective.loss`) and output gradients
+        (`vaeviz.output_grads`); rows of runs that have ended get zero gradients."""
+        groups, results = self._groups(), []
+        whole = len(groups) == 1 and len(groups[0]) == len(self.members)
+        grads = None if whole else tuple(torch.zeros_like(v) for v in (p.out.logits, p.q.mu, p.q.logvar))
+        for ks in groups:
+            (objective, grad_fn), part = self._objective(ks), self._rows(ks, p)
+            losses = objective.loss(part, t)
+            results.append((ks, losses))
+            g = grad_fn(objective, part, losses, t)
+            if whole:
+                grads = g
+            else:
+                where = rows(ks, p.x.device)
+                for full, piece in zip(grads, g):
+                    full[where] = piece
+        return results, grads
+
+    def _log(self, results: Results, t: int) -> None:
+        """Each run's terms into its buffer as one row, after its objective's `after_step` where it has one."""
+        for ks, losses in results:
+            names = list(losses.terms)
+            table = torch.stack(list(losses.terms.values()), -1).view(len(ks), len(names))  # (K, T)
+            for k, row in zip(ks, table.unbind(0)):
+                if k in self.stateful:
+                    self.members[k].s.objective.after_step(Losses(row[0], dict(zip(names, row.unbind()))), t)
+                self.members[k].buffer.add(t, names, row)
+
+    def _noise(self, mu: torch.Tensor) -> torch.Tensor:
+        """Standard-normal noise like μ, each run's from its own stream: (B, L), or (K, B, L)."""
+        draw = [torch.randn(mu.shape[self.nets.lead:], generator=self.members[k].noise, device=mu.device,
+                            dtype=mu.dtype) for k in range(len(self.members))]
+        return draw[0] if self.nets.lead == 0 else torch.stack(draw)
+
+    def _groups(self) -> list[list[int]]:
+        """The live runs, grouped by their objectives' `group_key` (None: a group of its own)."""
+        groups: dict = {}
+        for k in self.live:
+            key = self.keys[k]
+            groups.setdefault(("own", k) if key is None else key, []).append(k)
+        return list(groups.values())
+
+    def _objective(self, ks: list[int]) -> tuple[Objective, Callable | None]:
+        """The objective computing the losses of runs `ks` (a run's own, or their `group`) and its
+        registered output gradient."""
+        key = tuple(ks)
+        if key not in self._grouped:
+            objectives = [self.members[k].s.objective for k in ks]
+            objective = objectives[0] if len(ks) == 1 else type(objectives[0]).group(objectives)
+            self._grouped[key] = objective, output_grads(objective)
+        return self._grouped[key]
+
+    def _rows(self, ks: list[int], p: Pass) -> Pass:
+        """Runs `ks`' rows of the pass (one run's tensors without the run axis); the pass itself when
+        it holds just them."""
+        if self.nets.lead == 0 or len(ks) == len(self.members) > 1:
+            return p
+        where = rows(ks, p.x.device)
+        q = type(p.q)(*(None if v is None else v[where] for v in (p.q.mu, p.q.logvar, p.q.scale_tril)))
+        out = type(p.out)(*(None if v is None else v[where] for v in (p.out.logits, p.out.log_sigma)))
+        return Pass(p.x[where], q, p.z[where], out)
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> list[TrainResult | Exception]:
+        """Train every run to the end (or its own divergence/cancellation): each run's result or exception."""
+        with runtime.flushed_denormals():
+            return self._run()
+
+    def _run(self) -> list[TrainResult | Exception]:
+        tc = self.members[0].cfg.train
+        if self.start == 0:
+            for k in self.live:
+                self._guard(k, lambda m: m.evaluate(0))
+        timed = any(m.workdir is not None for m in self.members)
+        every_s = min(m.cfg.train.checkpoint_seconds for m in self.members)
+        last = begin = time.perf_counter()
+        saved_at, buffered, paused = clock(), 0, 0.0  # paused: evaluating and checkpointing, not in `seconds`
+        for t in range(self.start + 1, tc.steps + 1):
             self.step(t)
+            buffered += 1
             evaluate = t % tc.eval_every == 0 or t == tc.steps
-            save = checkpoint_due(tc, t, None if self.workdir is None else self.saved_at)
-            due = len(self.buffer.steps) >= MAX_BUFFER or time.perf_counter() - last_flush > FLUSH_SECONDS
-            if evaluate or save or due:
-                self.flush(t)
-                last_flush = time.perf_counter()
+            save = checkpoint_due(tc, t, saved_at if timed else None, every_s)
+            if evaluate or save or buffered >= MAX_BUFFER or time.perf_counter() - last > FLUSH_SECONDS:
+                paused += self._boundary(t, evaluate, save)
+                last, buffered = time.perf_counter(), 0
+                saved_at = clock() if save else saved_at
+            if not self.live:
+                break
+        seconds = time.perf_counter() - begin - paused
+        for k in self.live:
+            self.outcomes[k] = TrainResult(tc.steps, self.members[k].last, str(self.members[k].s.device), seconds)
+        return list(self.outcomes)
+
+    def _boundary(self, t: int, evaluate: bool, save: str | None) -> float:
+        """Flush every live run, then evaluate and checkpoint them where due (`save`: "steps" or "time",
+        as `checkpoint_due` says): the seconds those took."""
+        for k in self.live:
+            m = self.members[k]
+            if self.nets.lead and (evaluate or save or m.should_stop()):
+                self.nets.to_member(k, self.opt, m.opt)  # a cancelled run checkpoints its own current weights
+            self._guard(k, lambda m: m.flush(t))
+        begin = time.perf_counter()
+        for k in self.live:
             if evaluate:
-                self.evaluate(t)
+                self._guard(k, lambda m: m.evaluate(t))
             if save:
-                self.checkpoint(t, weights=save == "steps")
-            if evaluate or save:
-                paused += time.perf_counter() - last_flush
-        return TrainResult(tc.steps, self.last, str(self.s.device), time.perf_counter() - begin - paused)
+                self._guard(k, lambda m: m.checkpoint(t, weights=save == "steps"))
+        return time.perf_counter() - begin
 
-    def flush(self, t: int) -> None:
-        rows = self.buffer.drain()
-        self.sink.write(rows)
-        self.last.update({n: v for s, _, n, v in rows if s == t})
-        self.sink.progress(t, self.cfg.train.steps)
-        if self.progress is not None:
-            self.progress(t, self.cfg.train.steps, self.last)
-        if self.should_stop():
-            self.checkpoint(t)
-            raise Cancelled(f"cancelled at step {t}")
-
-    def evaluate(self, t: int) -> None:
-        metrics = evaluate(self.s.model, self.s.objective, self.x_eval, seed=self.cfg.train.seed * 1_000_003 + t)
-        arrays = probe_snapshot(self.s.model, self.s.objective, self.s.data, self.cfg.train.probe_size)
-        for name, value in metrics.items():
-            if not np.isfinite(value):
-                raise Diverged(t, name, value)
-        self.sink.write([(t, "eval", n, float(v)) for n, v in metrics.items()])
-        self.sink.snapshot(t, arrays)
-
-    def checkpoint(self, t: int, weights: bool = True) -> None:
-        """Save the resume state at step t and, with `weights`, the weights of step t for the explorer."""
-        if self.workdir is None:
-            return
-        save_checkpoint(self.workdir, t, self.s, self.opt, self.gen, self.noise, weights=weights)
-        self.saved_at = clock()
-        if t == self.cfg.train.steps:  # the ex-post samplers of the final model are saved with the run
-            fitted_samplers(self.s.model, self.s.data.x_train, self.workdir, t, seed=self.cfg.train.seed)
+    def _guard(self, k: int, action: Callable[[Member], None]) -> None:
+        """Run `action` on run k unless it has ended; a divergence or cancellation ends that run only."""
+        if self.outcomes[k] is None:
+            try:
+                action(self.members[k])
+            except (Diverged, Cancelled) as exc:
+                self.outcomes[k] = exc
 
 
 def checkpoint_due(tc, t: int, saved_at: float | None, seconds: float | None = None) -> str | None:
@@ -313,96 +291,19 @@ def checkpoint_due(tc, t: int, saved_at: float | None, seconds: float | None = N
     return None
 
 
-def save_checkpoint(workdir: Path, step: int, setup: Setup, opt, gen: torch.Generator,
-                    noise: torch.Generator | None = None, *, weights: bool = True) -> None:
-    """The full state for resume (checkpoint.pt; the one it replaces becomes checkpoint.prev.pt) and, with
-    `weights`, the weights at this step (checkpoints/step_*.pt). `noise`: a batch member's noise stream."""
-    state = {"model": setup.model.state_dict(), "objective": setup.objective.state_dict(), "step": step}
-    (workdir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    if weights:
-        _atomic_save(state, workdir / "checkpoints" / f"step_{step:08d}.pt")
-    full = {**state, "opt": opt.state_dict(), "gen": gen.get_state(), **_noise_state(setup.device, noise)}
-    latest, previous = (workdir / name for name in RESUME_FILES)
-    tmp = latest.with_suffix(".tmp")
-    torch.save(full, tmp)
-    if latest.exists():
-        os.replace(latest, previous)
-    os.replace(tmp, latest)
+def train(cfg: RunConfig, sink: MetricSink, *, workdir: Path | str | None = None,
+          should_stop: Callable[[], bool] | None = None, resume: bool = False,
+          progress: Callable[[int, int, dict], None] | None = None) -> TrainResult:
+    """Train one run, streaming metrics to `sink`; checkpoints go to `workdir` when given. Raises
+    Diverged or Cancelled when the run ends so."""
+    preflight(cfg)  # what would fail after training started (data size, device, seeds) fails before step 1
+    (outcome,) = Trainer([cfg], [sink], [workdir], [should_stop], resume=resume, progress=progress).run()
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
 
 
-def _noise_state(device: torch.device, noise: torch.Generator | None) -> dict[str, torch.Tensor]:
-    """The noise stream's state as a solo run's default RNGs: "rng" (CPU) and, on CUDA, "device_rng".
-    A batch member's own stream (`noise`) takes the place of its device's default RNG."""
-    state = {"rng": noise.get_state() if noise is not None and device.type == "cpu" else torch.get_rng_state()}
-    if device.type == "cuda":
-        state["device_rng"] = noise.get_state() if noise is not None else torch.cuda.get_rng_state(device)
-    return state
-
-
-def _restore_noise(state: dict, device: torch.device, noise: torch.Generator | None) -> None:
-    """The inverse of `_noise_state`, into the default RNGs or into a batch member's `noise`."""
-    if noise is not None:
-        key = "rng" if device.type == "cpu" else "device_rng"
-        if key in state:
-            noise.set_state(state[key].cpu())
-        return
-    torch.set_rng_state(state["rng"].cpu())
-    if device.type == "cuda" and "device_rng" in state:
-        torch.cuda.set_rng_state(state["device_rng"].cpu(), device)
-
-
-def resume_states(workdir: Path | str) -> dict[int, Path]:
-    """A run folder's saved resume states by step: the latest and the one before it (either may be missing)."""
-    out = {}
-    for path in (Path(workdir) / name for name in reversed(RESUME_FILES)):  # the latest wins a tie
-        try:
-            out[int(torch.load(path, mmap=True, weights_only=True, map_location="cpu")["step"])] = path
-        except FileNotFoundError:
-            continue
-    return out
-
-
-def has_resume_state(workdir: Path | str) -> bool:
-    return any((Path(workdir) / name).exists() for name in RESUME_FILES)
-
-
-def discard_resume_state(workdir: Path | str) -> None:
-    """Forget an earlier attempt's resume states (a fresh start)."""
-    for name in RESUME_FILES:
-        (Path(workdir) / name).unlink(missing_ok=True)
-
-
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path, setup: Setup, opt=None, gen: torch.Generator | None = None,
-                    noise: torch.Generator | None = None) -> int:
-    """Restore a checkpoint (weights only, or the full training state); returns its step."""
-    state = torch.load(path, map_location=setup.device, weights_only=True)
-    setup.model.load_state_dict(state["model"])
-    setup.objective.load_state_dict(state["objective"])
-    if opt is not None and "opt" in state:
-        opt.load_state_dict(state["opt"])
-        gen.set_state(state["gen"].cpu())
-        _restore_noise(state, setup.device, noise)
-    return int(state["step"])
-
-
-def checkpoint_steps(workdir: Path) -> list[int]:
-    """Steps with saved weights, ascending."""
-    return sorted(int(p.stem.split("_")[1]) for p in (Path(workdir) / "checkpoints").glob("step_*.pt"))
-
-
-def load_run(cfg: RunConfig, workdir: Path | str, step: int | None = None, device: str = "cpu") -> tuple[Setup, int]:
-    """Rebuild a run's data, model and objective from its artifact folder at `step` (default: the last)."""
-    setup = build(cfg, torch.device(device))
-    steps = checkpoint_steps(Path(workdir))
-    if not steps:
-        raise FileNotFoundError(f"no checkpoint in {workdir}")
-    chosen = max([s for s in steps if step is None or s <= step] or steps[:1])
-    load_checkpoint(Path(workdir) / "checkpoints" / f"step_{chosen:08d}.pt", setup)
-    setup.model.eval()
-    return setup, chosen
+def train_batched(cfgs: list[RunConfig], sinks: list[MetricSink], workdirs=None, should_stop=None,
+                  resume: bool = False) -> list[TrainResult | Exception]:
+    """Train K compatible runs together; returns each run's TrainResult or exception."""
+    return Trainer(cfgs, sinks, workdirs, should_stop, resume=resume).run()

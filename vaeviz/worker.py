@@ -1,6 +1,6 @@
 """Worker processes: claim queued runs from the RunStore, train each, record how it ended.
 
-`work()` is the loop behind `vaeviz worker`; `run_one()` trains one claimed run and never lets
+`work()` is the loop behind `vaeviz worker`; `run_together()` trains claimed runs and never lets
 an exception escape (a bad run ends `failed`/`diverged` and the worker goes on with the next);
 `ensure_worker()` starts a detached worker when runs are queued or orphaned and none is alive (the
 app's hook). While a run trains, a thread heartbeats it every `HEARTBEAT_EVERY` s, evaluations and
@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from vaeviz.control import Cancelled, Diverged
 from vaeviz.runs import HEARTBEAT_EVERY, RunRecord, RunStore
 
 _children: list[subprocess.Popen] = []  # workers started by ensure_worker, reaped when they exit
@@ -67,10 +68,9 @@ def _failure(store: RunStore, run_id: str, exc: Exception) -> Outcome:
 
 def _classify(store: RunStore, run_id: str, exc: Exception, stop: Callable[[], bool]) -> Outcome:
     """Cancelled -> cancelled (interrupted when this worker is stopping), Diverged -> diverged, else failed."""
-    trainer = sys.modules.get("vaeviz.train")
-    if trainer is not None and isinstance(exc, trainer.Cancelled):
+    if isinstance(exc, Cancelled):
         return Outcome("interrupted", exc=exc, orphaned=True) if stop() else Outcome("cancelled", exc=exc)
-    if trainer is not None and isinstance(exc, trainer.Diverged):
+    if isinstance(exc, Diverged):
         return Outcome("diverged", str(exc), exc)
     return _failure(store, run_id, exc)
 
@@ -103,80 +103,62 @@ def _should_stop(store: RunStore, rec: RunRecord, stop: Callable[[], bool]) -> C
 
 def _fresh_start(store: RunStore, rec: RunRecord) -> None:
     """Forget whatever an earlier attempt of the run wrote: metrics, snapshots, resume states."""
-    from vaeviz.train import discard_resume_state
-
     store.truncate_metrics(rec.id, -1)
     store.drop_snapshots(rec.id, -1)
+    from vaeviz.checkpoint import discard_resume_state  # torch: imported only once a run trains here
+
     discard_resume_state(store.artifact_dir(rec.id))
 
 
 def run_one(store: RunStore, rec: RunRecord, *, progress: Callable | None = None,
             stop: Callable[[], bool] = lambda: False) -> Outcome:
-    """Train a run this process owns (status running, worker_pid = us) and record its final status."""
-    from vaeviz.train import has_resume_state
-
-    sink = store.sink(rec.id)
-    workdir = store.artifact_dir(rec.id)
-    resume = rec.resume and has_resume_state(workdir)
-    if not resume:
-        _fresh_start(store, rec)
-    try:
-        from vaeviz.runtime import pick_device
-        from vaeviz.train import train
-
-        store.set_status(rec.id, "running", device=str(pick_device(rec.config.train.device)), owner=rec.worker_pid)
-        with _heartbeats(store, [rec]):
-            result = train(rec.config, sink, workdir=workdir, resume=resume, progress=progress,
-                           should_stop=_should_stop(store, rec, stop))
-        out = Outcome("done", result=result)
-    except KeyboardInterrupt:
-        store.set_status(rec.id, "interrupted", "stopped by Ctrl-C", owner=rec.worker_pid)
-        raise
-    except Exception as exc:
-        out = _classify(store, rec.id, exc, stop)
-    out.resumed_from = sink.resumed_from
-    return _record(store, rec, out)
+    """Train one run this process owns (status running, worker_pid = us) and record its final status."""
+    return run_together(store, [rec], progress=progress, stop=stop)[0]
 
 
-def run_batch(store: RunStore, recs: list[RunRecord], *, stop: Callable[[], bool] = lambda: False) -> list[Outcome]:
-    """Train claimed runs of one batch as a single batched model; each run's ending is its own.
-    Runs that all resume (a reclaimed batch) continue from the latest step all of them saved.
-    Runs that cannot share a batch (different shapes, RAE-gp/l2/sn) train one after another instead."""
-    from vaeviz.batched import BatchedTrainer, check_batchable
+def run_together(store: RunStore, recs: list[RunRecord], *, progress: Callable | None = None,
+                 stop: Callable[[], bool] = lambda: False) -> list[Outcome]:
+    """Train claimed runs together with one `vaeviz.train.Trainer` (a solo run is a batch of one); each
+    run's ending is its own. Runs that all resume (a reclaimed batch) continue from the latest step all
+    of them saved. Runs that cannot share a batch (different shapes, RAE-gp/l2/sn) train one after another."""
     from vaeviz.config import ConfigError
+    from vaeviz.train import Trainer
 
     resume = all(r.resume for r in recs)
     try:
         with _heartbeats(store, recs):
-            check_batchable([r.config for r in recs])
             if not resume:
                 for rec in recs:
                     _fresh_start(store, rec)
-            trainer = BatchedTrainer([r.config for r in recs], [store.sink(r.id) for r in recs],
-                                     [store.artifact_dir(r.id) for r in recs],
-                                     [_should_stop(store, r, stop) for r in recs], resume=resume)
-    except ConfigError:
-        return [run_one(store, rec, stop=stop) for rec in recs]
+            trainer = Trainer([r.config for r in recs], [store.sink(r.id) for r in recs],
+                              [store.artifact_dir(r.id) for r in recs],
+                              [_should_stop(store, r, stop) for r in recs], resume=resume, progress=progress)
+    except ConfigError as exc:
+        if len(recs) > 1:  # not batchable: one after another
+            return [out for rec in recs for out in run_together(store, [rec], stop=stop)]
+        return [_record(store, recs[0], _failure(store, recs[0].id, exc))]
     except Exception as exc:
-        outs = [_failure(store, rec.id, exc) for rec in recs]
-        return [_record(store, rec, out) for rec, out in zip(recs, outs)]
-    return _train_batch(store, recs, trainer, stop)
+        return [_record(store, rec, _failure(store, rec.id, exc)) for rec in recs]
+    return _train(store, recs, trainer, stop)
 
 
-def _train_batch(store: RunStore, recs: list[RunRecord], trainer, stop: Callable[[], bool]) -> list[Outcome]:
-    """Run a built BatchedTrainer and record how each of its runs ended."""
-    device = str(trainer.loops[0].s.device)
-    for rec in recs:
-        store.set_status(rec.id, "running", device=device, owner=rec.worker_pid)
+def _train(store: RunStore, recs: list[RunRecord], trainer, stop: Callable[[], bool]) -> list[Outcome]:
+    """Run a built Trainer and record how each of its runs ended."""
+    for rec, member in zip(recs, trainer.members):
+        store.set_status(rec.id, "running", device=str(member.s.device), owner=rec.worker_pid)
     try:
         with _heartbeats(store, recs):
             results = trainer.run()
+    except KeyboardInterrupt:
+        for rec in recs:
+            store.set_status(rec.id, "interrupted", "stopped by Ctrl-C", owner=rec.worker_pid)
+        raise
     except Exception as exc:  # a failure of the shared model ends every run of the batch
         results = [exc] * len(recs)
     outs = [Outcome("done", result=r) if not isinstance(r, Exception) else _classify(store, rec.id, r, stop)
             for rec, r in zip(recs, results)]
-    for out, loop in zip(outs, trainer.loops):
-        out.resumed_from = loop.sink.resumed_from
+    for out in outs:
+        out.resumed_from = trainer.start or None
     return [_record(store, rec, out) for rec, out in zip(recs, outs)]
 
 
@@ -220,7 +202,7 @@ def _train_claimed(store: RunStore, recs: list[RunRecord], stop: Callable[[], bo
     for rec in recs:
         how = f" (resume, reclaimed {rec.reclaims}×)" if rec.reclaims else " (resume)" if rec.resume else ""
         log(f"run {rec.id} ({rec.name}) started{how}")
-    outs = run_batch(store, recs, stop=stop) if len(recs) > 1 else [run_one(store, recs[0], stop=stop)]
+    outs = run_together(store, recs, stop=stop)
     for rec, out in zip(recs, outs):
         resumed = f" (resumed from step {out.resumed_from})" if out.resumed_from is not None else ""
         log(f"run {rec.id} {out.status}{resumed}" + (f": {out.error}" if out.error else ""))

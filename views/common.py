@@ -17,10 +17,10 @@ import streamlit as st
 
 from vaeviz import app_state, worker
 from vaeviz.app_state import plain, short
+from vaeviz.build import load_run
 from vaeviz.config import DataConfig
 from vaeviz.data import data_dir, load_dataset
 from vaeviz.runs import RunStore
-from vaeviz.train import load_run
 
 log = logging.getLogger("vaeviz.app")
 

@@ -6,7 +6,7 @@ import streamlit as st
 from vaeviz import app_state, plots
 from vaeviz.analysis.batching import decode_batched
 from vaeviz.analysis.traversal import decode_manifold, interpolate, traversal_grid
-from vaeviz.train import checkpoint_steps
+from vaeviz.checkpoint import checkpoint_steps
 from views import common
 
 SHOWN_DIMS = 10

@@ -38,7 +38,7 @@ class EvalSettings:
 
 def load_model(store, run_id: str, step: int | None = None, device: str = "cpu"):
     """(model, objective, dataset, step) of a run's checkpoint at `step` (default: the last)."""
-    from vaeviz.train import load_run
+    from vaeviz.build import load_run
 
     setup, chosen = load_run(store.get(run_id).config, store.artifact_dir(run_id), step, device)
     return setup.model, setup.objective, setup.data, chosen

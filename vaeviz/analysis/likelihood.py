@@ -19,7 +19,7 @@ import torch
 from vaeviz.analysis.batching import as_tensor, model_device
 from vaeviz.distributions import Posterior, log_mean_exp, log_std_normal
 from vaeviz.distributions import sigma_free_nll as _nll_star
-from vaeviz.objectives.base import Pass
+from vaeviz.objectives.base import Pass, forward_pass
 
 ACTIVE_THRESHOLD = 0.01
 
@@ -42,7 +42,7 @@ def elbo_terms(model, objective, x, batch: int = 500, seed: int = 0) -> dict[str
     rate = dist = sq = 0.0
     with seeded(seed, device):
         for chunk in x.split(batch):
-            p = objective.run(model, chunk)
+            p = forward_pass(model, chunk)
             rate += float(p.q.kl().double().sum())
             dist += float(objective.nll(p).double().sum())
             sq += float((p.x - p.x_mean).double().pow(2).sum())

@@ -7,6 +7,9 @@ that it is checkpointed with the run, and exposes that state through `terms` for
 
 from __future__ import annotations
 
+import copy
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +22,8 @@ from vaeviz.nets import DecoderOut, NetSpec, VAEModel
 
 @dataclass
 class Losses:
-    """The scalar to minimise and the named scalar terms to log (metric names of DESIGN.md)."""
+    """The scalar to minimise ((K,) for a group) and the named terms to log (the metric names of
+    ARCHITECTURE.md)."""
 
     loss: torch.Tensor
     terms: dict[str, torch.Tensor]
@@ -32,29 +36,44 @@ class Params:
 
 @dataclass
 class Pass:
-    """One encode-sample-decode pass over a batch."""
+    """One encode-sample-decode pass over a batch: tensors (B, ...) for one run, or (K, B, ...) for the
+    K runs of a group (`Objective.group`)."""
 
     x: torch.Tensor  # (B, D) flattened data
     q: Posterior  # q(z|x)
     z: torch.Tensor  # (B, L)
     out: DecoderOut  # decoder logits (B, D) and optional log σ_θ(z)
 
-    @property
+    @functools.cached_property
     def x_mean(self) -> torch.Tensor:
         """The decoded mean in [0, 1], (B, D)."""
         return torch.sigmoid(self.out.logits)
 
     def mse(self) -> torch.Tensor:
-        """Mean squared error per data dimension, averaged over the batch: a scalar for (B, D), (K,)
-        for K stacked runs (K, B, D). Logged only, so computed without a gradient."""
+        """Mean squared error per data dimension, averaged over the batch: a scalar ((K,) for a group).
+        Logged only, so computed without a gradient."""
         with torch.no_grad():
             return F.mse_loss(self.x_mean, self.x, reduction="none").mean((-2, -1))
 
 
+def forward_pass(model: VAEModel, x: torch.Tensor) -> Pass:
+    """Encode x (B, *shape), draw one reparameterised sample z ~ q(z|x) and decode it."""
+    q = model.encode(x)
+    z = q.rsample()
+    return Pass(x.flatten(1), q, z, model.decode(z))
+
+
 class Objective(nn.Module):
-    """Base class: subclasses set `Params`, implement `forward`, and may override the hooks."""
+    """Base class: subclasses set `Params` and implement `loss` and `nll`, and may override the hooks.
+
+    `loss` is the objective's one definition of its loss. It sees one run's pass, or, for a class whose
+    `group_key` is not None, the stacked pass of K runs of that class at once (`group`): then every
+    reduction keeps the leading run axis and each knob that may differ between the runs is read through
+    `per_run`."""
 
     Params = Params
+    needs_model = False  # True when `loss` reads the network itself (RAE's regularisers): never grouped
+    members: list | None = None  # the K runs of a group (`group`); None for one run
 
     def __init__(self, params: Params, data_dim: int):
         super().__init__()
@@ -64,46 +83,39 @@ class Objective(nn.Module):
         """What the network must provide (deterministic encoder, variance head, spectral norm)."""
         return NetSpec()
 
-    def run(self, model: VAEModel, x: torch.Tensor) -> Pass:
-        """Encode, draw one reparameterised sample and decode."""
-        q = model.encode(x)
-        z = q.rsample()
-        return Pass(x.flatten(1), q, z, model.decode(z))
-
     def forward(self, model: VAEModel, x: torch.Tensor, step: int) -> Losses:
-        return self.loss(self.run(model, x), step, model)
+        return self.loss(forward_pass(model, x), step, model)
 
-    def loss(self, p: Pass, step: int, model: VAEModel) -> Losses:
-        """The loss of one pass. `model` is only for terms that need the network itself (RAE's
-        regularisers); such objectives set `needs_model = True` and cannot train batched."""
+    def loss(self, p: Pass, step: int, model: VAEModel | None = None) -> Losses:
+        """The loss of one pass (of K runs for a group). `model` is only for terms that need the
+        network itself; such objectives set `needs_model = True`."""
         raise NotImplementedError
 
-    needs_model = False
+    def nll(self, p: Pass) -> torch.Tensor:
+        """−log p(x|z) per example under this objective's decoder, (B,). Used for ELBO/distortion."""
+        raise NotImplementedError
 
     def group_key(self):
-        """Runs trained in one batch whose objectives share a key (not None) compute their losses
-        in one `group_loss` call. None (the default): this objective's loss runs per run."""
+        """Runs trained together whose objectives share a key (not None) compute `loss` in one call on
+        their stacked tensors. None (the default): this run's loss is computed on its own. Only
+        objectives without state of their own (buffers changed by `loss` or `after_step`) may group."""
         return None
 
     @classmethod
-    def group_loss(cls, objectives: list, p: Pass, step: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-        """The losses of K runs at once, from a Pass whose tensors lead with the run axis (K, B, ...):
-        (losses (K,), detached terms (K, T), the T term names in `loss`'s order). Only for objectives
-        with nothing to do in `after_step`."""
-        raise NotImplementedError
+    def group(cls, members: list[Objective]) -> Objective:
+        """One objective standing for the K runs `members` (same class and group key): its `loss` takes
+        their stacked pass and returns (K,) terms."""
+        grouped = copy.copy(members[0])
+        grouped.members = list(members)
+        return grouped
 
-    def has_loss_grads(self) -> bool:
-        """Whether `group_loss_and_grads` is this class's (then `vaeviz.analytic` can train it)."""
-        return False
-
-    @classmethod
-    def group_loss_and_grads(cls, objectives: list, p: Pass, step: int) -> tuple:
-        """`group_loss` without a graph, plus its gradient w.r.t. the decoder logits (K, B, D), the
-        posterior's μ (K, B, L) and log σ² (K, B, L), derived by hand, each holding the sample z
-        fixed (the trainer adds the path through z): (losses, terms, names, (∂logits, ∂μ, ∂log σ²)).
-        Also for one run's tensors without the run axis, giving a scalar loss and (T,) terms.
-        It updates each run's state as `loss` does; the trainer calls `after_step` after the step."""
-        raise NotImplementedError
+    def per_run(self, value: Callable[[Objective], float], like: torch.Tensor) -> torch.Tensor:
+        """`value(run's objective)` as a tensor of `like`'s dtype and device: a scalar for one run; for a
+        group, each member's value, shaped (K, 1, ..., 1) to broadcast against `like` (K, ...)."""
+        if self.members is None:
+            return torch.tensor(value(self), dtype=like.dtype, device=like.device)
+        values = torch.tensor([value(m) for m in self.members], dtype=like.dtype, device=like.device)
+        return values.view(-1, *[1] * (like.dim() - 1))
 
     def set_dataset_size(self, n: int) -> None:
         """Told the training-set size N before training (β-TCVAE's estimators need it)."""
@@ -115,7 +127,3 @@ class Objective(nn.Module):
     @torch.no_grad()
     def after_step(self, losses: Losses, step: int) -> None:
         """Update state once the optimiser has stepped (e.g. GECO's λ). Default: nothing."""
-
-    def nll(self, p: Pass) -> torch.Tensor:
-        """−log p(x|z) per example under this objective's decoder, (B,). Used for ELBO/distortion."""
-        raise NotImplementedError

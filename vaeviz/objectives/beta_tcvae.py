@@ -68,6 +68,10 @@ class BetaTCVAE(VAE):
         super().__init__(params, data_dim)
         self.n_data = params.dataset_size
 
+    def group_key(self):
+        """Its estimators are per run: never grouped."""
+        return None
+
     def set_dataset_size(self, n: int) -> None:
         if self.params.dataset_size is None:
             self.n_data = n

@@ -34,6 +34,7 @@ def beta_schedule(step: int, beta: float, schedule: str, warmup: int, period: in
 
 class BetaVAE(VAE):
     Params = BetaVAEParams
+    logs_beta = True
 
     def beta(self, step: int) -> float:
         p = self.params

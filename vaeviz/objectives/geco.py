@@ -11,7 +11,6 @@ Gaussian NLL (σ-VAE eq. 4) at the calibrated σ*² = batch MSE (σ-VAE eq. 6).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -19,8 +18,7 @@ import torch
 from vaeviz.config import ConfigError, knob
 from vaeviz.distributions import gaussian_nll
 from vaeviz.objectives.base import Losses, Objective, Params, Pass
-from vaeviz.objectives.grads import gaussian_distortion, kl_and_grads, per_run, residual, squares_grad
-from vaeviz.objectives.sigma_vae import FLOOR, closed_form_log_sigma
+from vaeviz.objectives.sigma_vae import closed_form_log_sigma
 
 
 @dataclass
@@ -54,21 +52,13 @@ class GECO(Objective):
     def nll(self, p: Pass) -> torch.Tensor:
         return gaussian_nll(p.x, p.x_mean, closed_form_log_sigma(p.x, p.x_mean))
 
-    @staticmethod
-    @torch.no_grad()
-    def advance(objectives: list, c_batch: torch.Tensor) -> torch.Tensor:
-        """C_ma ← α·C_ma + (1−α)·C̄_batch for each run (the first batch sets it): the new C_ma, (lead)."""
-        old = torch.stack([o.c_ma for o in objectives]).to(c_batch).view(c_batch.shape)
-        alpha = per_run([o.params.alpha for o in objectives], c_batch[..., None, None])
-        c_ma = torch.where(old.isnan(), c_batch, alpha * old + (1 - alpha) * c_batch)
-        for objective, value in zip(objectives, c_ma.reshape(-1)):
-            objective.c_ma.copy_(value)
-        return c_ma
-
     def loss(self, p, step, model=None):
         rate = p.q.kl().mean()
         c_batch = self.constraint(p).mean()
-        c_ma = self.advance([self], c_batch.detach())
+        with torch.no_grad():  # C_ma ← α·C_ma + (1−α)·C̄_batch; the first batch sets it
+            old, alpha = self.c_ma, self.params.alpha
+            self.c_ma.copy_(torch.where(old.isnan(), c_batch, alpha * old + (1 - alpha) * c_batch))
+        c_ma = self.c_ma.clone()
         c_hat = c_batch + (c_ma - c_batch).detach()  # value C_ma, gradient of C̄_batch
         lam = self.lam.clone()  # the λ of this step (after_step updates the buffer in place)
         loss = rate + lam * c_hat
@@ -76,29 +66,6 @@ class GECO(Objective):
                  "mse": p.mse(), "lambda": lam, "c_batch": c_batch.detach(), "c_ma": c_ma,
                  "kappa2": torch.tensor(self.params.kappa**2, device=p.x.device)}
         return Losses(loss, terms)
-
-    def has_loss_grads(self) -> bool:
-        return True
-
-    @classmethod
-    def group_loss_and_grads(cls, objectives, p, step):
-        """`loss` without a graph, with its gradient w.r.t. (logits, μ, log σ²) (`grads`): λ·Ĉ has the
-        gradient of λ·C̄_batch = λ/(B d)·Σ r² − λκ², i.e. 2λ (s − x) s (1 − s)/(B d); the rate's is the
-        KL's. Advances each run's C_ma as `loss` does; λ moves in `after_step`."""
-        (n, d) = p.x.shape[-2:]
-        s, r, sq = residual(p.x, p.out.logits)
-        mse = sq / (n * d)
-        kappa2 = per_run([o.params.kappa**2 for o in objectives], p.x)
-        c_batch = mse - kappa2
-        c_ma = cls.advance(objectives, c_batch)
-        lam = torch.stack([o.lam for o in objectives]).to(sq).view(sq.shape)  # a copy: after_step moves λ
-        distortion = gaussian_distortion(sq, torch.clamp_min(0.5 * mse.log(), math.log(FLOOR)), n, d)
-        d_logits = squares_grad(r, s, lam * (2.0 / (n * d)))
-        rate, d_mu, d_logvar = kl_and_grads(p.q, torch.ones_like(sq))
-        loss = rate + lam * c_ma
-        table = torch.stack([loss, rate, distortion, mse, lam, c_batch, c_ma, kappa2], -1)
-        names = ["loss", "rate", "distortion", "mse", "lambda", "c_batch", "c_ma", "kappa2"]
-        return loss, table, names, (d_logits, d_mu, d_logvar)
 
     @torch.no_grad()
     def after_step(self, losses: Losses, step: int) -> None:

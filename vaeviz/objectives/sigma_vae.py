@@ -29,7 +29,6 @@ from vaeviz.config import knob
 from vaeviz.distributions import gaussian_nll
 from vaeviz.nets import NetSpec
 from vaeviz.objectives.base import Losses, Objective, Params, Pass
-from vaeviz.objectives.grads import gaussian_distortion, kl_and_grads, per_run, residual, squares_grad
 
 VARIANCES = ["global_closed_form", "global_learned", "per_dim", "network"]
 
@@ -105,30 +104,6 @@ class SigmaVAE(Objective):
         if self.mode in ("per_dim", "network"):
             terms["sigma2_min"], terms["sigma2_max"] = sigma2.min(), sigma2.max()
         return Losses(loss, terms)
-
-    def has_loss_grads(self) -> bool:
-        """The closed-form mode only: the learned modes train σ's own parameters through autograd."""
-        return self.mode == "global_closed_form"
-
-    @classmethod
-    def group_loss_and_grads(cls, objectives, p, step):
-        """`loss` of closed-form runs without a graph, with its gradient w.r.t. (logits, μ, log σ²)
-        (`grads`): σ* is detached, so the NLL's gradient is that of a Gaussian at the fixed σ*,
-        (s − x) s (1 − s)/(σ*² B); the KL's is β = 1's. Updates each run's σ² state as `loss` does."""
-        (n, d) = p.x.shape[-2:]
-        s, r, sq = residual(p.x, p.out.logits)
-        floor = per_run([o.log_min for o in objectives], p.x)
-        log_sigma = torch.maximum(0.5 * (sq / (n * d)).log(), floor)  # eq. 6, floored
-        distortion = gaussian_distortion(sq, log_sigma, n, d)
-        sigma2 = torch.exp(2.0 * log_sigma)
-        d_logits = squares_grad(r, s, 1.0 / (sigma2 * n))
-        rate, d_mu, d_logvar = kl_and_grads(p.q, torch.ones_like(sq))
-        for objective, value in zip(objectives, sigma2.reshape(-1)):
-            objective.sigma2_map.fill_(value)
-            objective.step.fill_(step)
-        loss = distortion + rate
-        table = torch.stack([loss, rate, distortion, sq / (n * d), sigma2], -1)
-        return loss, table, ["loss", "rate", "distortion", "mse", "sigma2"], (d_logits, d_mu, d_logvar)
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """The per-dimension σ² of the last training batch (constant across dimensions in global modes)."""
