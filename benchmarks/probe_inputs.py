@@ -13,7 +13,8 @@ point into it) and runs each:
   --set/--config/--preset parsing, then `preflight`), without spawning a process per case;
 - a handful of real `python -m vaeviz train ...` processes on hostile inputs, for exit codes,
   tracebacks and runs left behind;
-- `app_cases()`: the app's query-parameter cases (another engineer adds them; empty for now).
+- the app's cases (`probe_app.py`): hostile run names and error messages on every page, and hostile
+  `?run=` / `?step=` values, rendered by the real pages through Streamlit's AppTest.
 
 Prints `name: value` lines: cases per kind, tracebacks (exceptions other than the project's own
 errors; must be 0), trainings of files that should be refused (must be 0) and the peak RSS of any
@@ -41,6 +42,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from probe_app import run_app_cases  # noqa: E402
 
 from vaeviz import cli, data  # noqa: E402
 from vaeviz.config import ConfigError  # noqa: E402
@@ -410,11 +414,6 @@ def run_config_cases(cases: list[list[str]], stats: dict) -> None:
             traceback.print_exc(limit=3)
 
 
-def app_cases() -> list:
-    """The app's query-parameter cases (?run=...&step=...): another engineer adds them here."""
-    return []
-
-
 # ----------------------------------------------------------------------------- the real program
 
 
@@ -477,16 +476,18 @@ def main() -> int:
                  "config_accepted": 0, "config_refused": 0}
         files = npz_cases(root / "npz") + idx_cases(root / "idx")
         mnist_bomb_folder(root / "data")
-        configs, apps = config_cases(root / "configs"), app_cases()
+        configs = config_cases(root / "configs")
         programs = cli_cases(root / "npz", root / "idx")
         run_file_cases(files, stats)
         run_config_cases(configs, stats)
         run_cli_cases(programs, stats)
+        apps = run_app_cases(root / "apphome", stats)
         counts = {"npz_cases": sum(c.kind == "npz" for c in files), "idx_cases": sum(c.kind == "idx" for c in files),
-                  "config_cases": len(configs), "app_cases": len(apps), "cli_subprocess_cases": len(programs)}
+                  "config_cases": len(configs), "app_cases": apps, "cli_subprocess_cases": len(programs)}
         for name, value in {**counts, **stats}.items():
             print(f"{name}: {value:.1f}" if isinstance(value, float) else f"{name}: {value}")
         ok = (stats["tracebacks"] == 0 and stats["trainings_of_refused_files"] == 0 and stats["cli_unexpected"] == 0
+              and stats["app_unescaped"] == 0
               and stats["valid_files_refused"] == 0 and stats["peak_rss_refused_mb"] < RSS_LIMIT_MB)
         print(f"ok: {ok}")
         return 0 if ok else 1

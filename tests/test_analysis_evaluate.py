@@ -1,4 +1,4 @@
-"""`evaluate_run` on real short runs stored in a RunStore: every DESIGN.md key, consistent values."""
+"""`evaluate_run` on real short runs stored in a RunStore: every eval key, consistent values."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 from vaeviz.analysis.evaluate import KEYS, EvalSettings, evaluate_run
 from vaeviz.config import RunConfig
 from vaeviz.runs import RunStore
+from vaeviz.samplers import GaussianSampler, GMMSampler
 from vaeviz.train import train
 
 FAST = EvalSettings(k=50, n_samples=3000, n_fd=300, classifier_steps=200)
@@ -36,6 +37,7 @@ def results(tmp_path_factory):
                [("vae", vae), ("rae", rae), ("shapes", shapes)]}
         out["vae_step50"] = evaluate_run(store, vae, step=50, settings=FAST)
         out["trainer"] = store.metrics(vae, split="eval")
+        out["store"], out["vae_id"] = store, vae
         return out
 
 
@@ -75,3 +77,20 @@ def test_deterministic_encoder_has_no_iwae_but_holes(results):
 
 def test_shapes_run_has_a_mig(results):
     assert 0.0 <= results["shapes"]["mig"] <= 1.0
+
+
+def _no_refit(self, latents):
+    raise AssertionError("a saved sampler was fitted again")
+
+
+def test_eval_reads_the_runs_saved_samplers(results, monkeypatch):
+    """Training saved the final step's samplers and the first eval of step 50 saved that step's: no refit."""
+    store, vae = results["store"], results["vae_id"]
+    monkeypatch.setenv("VAEVIZ_HOME", str(store.home))  # the feature classifier the fixture trained
+    saved = {p.name for p in (store.artifact_dir(vae) / "samplers").iterdir()}
+    assert saved == {f"step_{s:08d}_{k}.npz" for s in (50, 150) for k in ("gaussian", "gmm")}
+    for cls in (GaussianSampler, GMMSampler):
+        monkeypatch.setattr(cls, "fit", _no_refit)
+    assert evaluate_run(store, vae, settings=FAST)["fd_gmm"] == pytest.approx(results["vae"]["fd_gmm"], rel=1e-5)
+    again = evaluate_run(store, vae, step=50, settings=FAST)
+    assert again["fd_gmm"] == pytest.approx(results["vae_step50"]["fd_gmm"], rel=1e-5)

@@ -22,6 +22,7 @@ from vaeviz.analysis.quality import (
 )
 from vaeviz.config import DataConfig
 from vaeviz.distributions import Posterior
+from vaeviz.samplers import GaussianSampler, GMMSampler
 
 
 def _random_cov(dim, seed):
@@ -82,6 +83,7 @@ def test_classifier_learns_digits_and_caches(digits, vaeviz_home, monkeypatch):
     noisy = np.clip(xte + np.random.default_rng(0).normal(0, 0.3, xte.shape), 0, 1).astype(np.float32)
     assert sample_frechet(again, model, xte, noisy) > 1.0
     assert quality.classifier_path(key) == vaeviz_home / "classifiers" / f"{key}.pt"
-    fd = frechet_by_sampler(again, model, xte, xtr.astype(np.float64), n=400)
+    samplers = {"gaussian": GaussianSampler().fit(xtr), "gmm": GMMSampler(10).fit(xtr)}  # the codes are the data
+    fd = frechet_by_sampler(again, model, xte, samplers, n=400)
     assert set(fd) == {"prior", "gaussian", "gmm"} and all(v > 0 for v in fd.values())
     assert fd["gmm"] < fd["prior"] and fd["gaussian"] < fd["prior"]  # N(0, I) "pixels" are far from digits

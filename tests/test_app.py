@@ -292,6 +292,21 @@ def test_progress_and_comparison_configs():
     assert app_state.nearest([0, 50, 100], 70) == 50 and app_state.nearest([0, 50], None) == 50
 
 
+def test_traversal_samples_decode_the_samplers_saved_by_training(homes, monkeypatch, no_worker):
+    from vaeviz.samplers import GaussianSampler, GMMSampler
+
+    def no_refit(self, latents):
+        raise AssertionError("a saved sampler was fitted again")
+
+    store, ids = homes["finished"]
+    at = page(app(store, monkeypatch, run=ids["geco"]), "traversals")
+    for cls in (GaussianSampler, GMMSampler):
+        monkeypatch.setattr(cls, "fit", no_refit)
+    at.segmented_control(key="tview").set_value("Samples").run()
+    assert not problems(at)
+    assert at.get("plotly_chart")  # prior, single Gaussian and GMM samples
+
+
 def test_compare_metrics_table_comes_from_vaeviz_eval(homes, monkeypatch, no_worker):
     store, ids = homes["finished"]
     at = page(app(store, monkeypatch, run=ids["geco"]), "compare")

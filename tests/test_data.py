@@ -141,7 +141,7 @@ def test_cache_returns_fresh_copies():
     a.class_names.append("junk")
     b = load_dataset(cfg(name="lines"))
     assert b.x_train.min() >= 0 and len(b.class_names) == 4
-    assert data._load_cached.cache_info().hits == 1
+    assert data.registry._load_cached.cache_info().hits == 1
 
 
 # ----------------------------------------------------------------------------- micro subsets
@@ -280,8 +280,8 @@ def test_download_verifies_md5(tmp_path, monkeypatch):
     good = {name: hashlib.md5(blob).hexdigest() for name, blob in blobs.items()}
     src = data.IdxSource("toy", ("toy",), ("http://a.invalid/", "http://b.invalid/"), good, ("0",))
     fetched = []
-    monkeypatch.setattr(data, "_reachable", lambda url: True)
-    monkeypatch.setattr(data, "_fetch", lambda url: fetched.append(url) or blobs[url.rsplit("/", 1)[1]])
+    monkeypatch.setattr(data.idx, "_reachable", lambda url: True)
+    monkeypatch.setattr(data.idx, "_fetch", lambda url: fetched.append(url) or blobs[url.rsplit("/", 1)[1]])
     data.download_idx(src, tmp_path / "toy")
     assert all((tmp_path / "toy" / n).read_bytes() == blobs[n] for n in data.IDX_FILES) and len(fetched) == 4
     bad = dict(good, **{data.IDX_FILES[0]: "0" * 32})
@@ -495,7 +495,7 @@ def test_npz_conversion_in_chunks_equals_the_whole(tmp_path, monkeypatch):
     x8, xf = rng.integers(0, 256, (50, 3, 4), dtype=np.uint8), rng.random((50, 6))
     np.savez(tmp_path / "u8.npz", x=x8)
     np.savez(tmp_path / "f.npz", x=xf)
-    monkeypatch.setattr(data, "CHUNK_BYTES", 40)
+    monkeypatch.setattr(data.files, "CHUNK_BYTES", 40)
     got8, gotf = data.load_npz(tmp_path / "u8.npz")[0], data.load_npz(tmp_path / "f.npz")[0]
     assert np.array_equal(got8, (x8[:, None] / np.float32(255)).astype(np.float32))
     assert np.array_equal(gotf, xf.astype(np.float32))

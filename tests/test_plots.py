@@ -10,7 +10,6 @@ import pytest
 
 from vaeviz import plots
 from vaeviz.analysis.aggregate import AggregatePosterior
-from vaeviz.analysis.disentangle import kl_decomposition
 from vaeviz.analysis.evaluate import load_model
 from vaeviz.analysis.likelihood import elbo_terms
 from vaeviz.analysis.tiling import ellipses, posterior_samples
@@ -25,7 +24,7 @@ BASE = ["data.name=digits", "model.latent_dim=2", "model.hidden=64,64", "train.s
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """A store with short digits runs: a β sweep, a per-dimension σ-VAE, GECO and β-TCVAE."""
+    """A store with short digits runs: a β sweep, a per-dimension σ-VAE and GECO."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VAEVIZ_HOME", str(tmp_path_factory.mktemp("plots_home")))
         s = RunStore()
@@ -34,8 +33,7 @@ def store(tmp_path_factory):
                             ("β=1", ["objective.name=beta_vae", "objective.beta=1"]),
                             ("β=4", ["objective.name=beta_vae", "objective.beta=4"]),
                             ("sigma", ["objective.name=sigma_vae", "objective.variance=per_dim"]),
-                            ("geco", ["objective.name=geco", "objective.kappa=0.25", "objective.nu=20"]),
-                            ("tcvae", ["objective.name=beta_tcvae", "model.latent_dim=3"])]:
+                            ("geco", ["objective.name=geco", "objective.kappa=0.25", "objective.nu=20"])]:
             cfg = RunConfig().with_overrides(BASE + extra)
             run_id = s.create_run(cfg, name=name)
             train(cfg, s.sink(run_id), workdir=s.artifact_dir(run_id))
@@ -158,19 +156,6 @@ def test_rgb_mosaic_and_points_figure():
     assert np.asarray(fig.data[0].z)[4].min() == 255  # the white gap row
     pts = plots.points_figure({"z1": np.zeros((5, 2)), "z2": np.ones((5, 2))})
     assert [t.name for t in pts.data] == ["z1", "z2"] and len(pts.data[0].x) == 5
-
-
-def test_tc_decomposition_lines_and_bars(store):
-    df = store.metrics(store.ids["tcvae"])
-    fig = plots.tc_decomposition(df)
-    assert [t.name for t in fig.data] == ["index-code MI", "total correlation", "dimension-wise KL",
-                                          "rate R = MI + TC + dimKL"]
-    assert len(fig.data[0].x) == 100 and fig.layout.xaxis.title.text == "step"
-    snap = _snapshot(store, "tcvae")
-    parts = {"last": kl_decomposition(snap["mu"], snap["logvar"])}
-    bars = plots.tc_bars(parts)
-    assert bars.layout.barmode == "relative" and [b.y[0] for b in bars.data] == [parts["last"][k]
-                                                                                  for k in ("mi", "tc", "dim_kl")]
 
 
 def test_metrics_table_and_lines(store):

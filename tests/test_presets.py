@@ -7,7 +7,7 @@ from vaeviz.build import load_run
 from vaeviz.config import ConfigError, RunConfig
 from vaeviz.member import MemorySink
 from vaeviz.presets import PRESETS, preset_config
-from vaeviz.samplers import GMMSampler, decode_samples, encode_latents
+from vaeviz.samplers import decode_samples, fitted_samplers
 from vaeviz.train import train
 
 REQUIRED = ["vae-digits", "beta-vae-annealed-digits", "sigma-vae-digits", "sigma-vae-network-digits", "geco-digits",
@@ -50,7 +50,7 @@ def test_rae_gmm_samples_are_finite_and_in_range(tmp_path):
     train(cfg, MemorySink(), workdir=tmp_path)
     setup, step = load_run(cfg, tmp_path)
     assert step == 150
-    sampler = GMMSampler().fit(encode_latents(setup.model, setup.data.x_train))
+    sampler = fitted_samplers(setup.model, setup.data.x_train, tmp_path, step)["gmm"]  # saved by training
     assert sampler.n_components_ == 10
     images = decode_samples(setup.model, sampler, 64, seed=0)
     assert images.shape == (64, 1, 8, 8) and np.isfinite(images).all()

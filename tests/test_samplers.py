@@ -1,12 +1,21 @@
-"""Ex-post samplers: fitted moments against numpy, mixture recovery, exact save/load round trips, decoding."""
+"""Ex-post samplers: fitted moments against numpy, mixture recovery, exact save/load round trips, decoding,
+and a run's samplers fitted once per step and read back."""
 
 import numpy as np
 import pytest
 import torch
 
+from vaeviz.analysis.batching import encode_batched
 from vaeviz.config import ModelConfig
 from vaeviz.nets import NetSpec, build_model
-from vaeviz.samplers import GaussianSampler, GMMSampler, Sampler, decode_samples, encode_latents, load_sampler
+from vaeviz.samplers import (
+    GaussianSampler,
+    GMMSampler,
+    Sampler,
+    decode_samples,
+    fitted_samplers,
+    sampler_paths,
+)
 
 
 def correlated(n=4000, seed=0):
@@ -53,7 +62,7 @@ def test_save_load_round_trip_is_exact(tmp_path, make):
     s = make()
     path = tmp_path / "sampler.npz"
     s.save(path)
-    for loaded in (load_sampler(path), type(s).load(path), Sampler.load(path)):
+    for loaded in (type(s).load(path), Sampler.load(path)):
         assert type(loaded) is type(s)
         for name, value in s.arrays().items():
             np.testing.assert_array_equal(loaded.arrays()[name], value)
@@ -63,11 +72,15 @@ def test_save_load_round_trip_is_exact(tmp_path, make):
         other.load(path)
 
 
-def test_decode_samples_gives_images_in_range_from_the_models_latents():
+def tiny_model():
     torch.manual_seed(0)
-    model = build_model(ModelConfig(latent_dim=2, hidden=[16]), (1, 4, 4), NetSpec(stochastic=False))
+    return build_model(ModelConfig(latent_dim=2, hidden=[16]), (1, 4, 4), NetSpec(stochastic=False))
+
+
+def test_decode_samples_gives_images_in_range_from_the_models_latents():
+    model = tiny_model()
     x = torch.rand(50, 1, 4, 4)
-    latents = encode_latents(model, x, batch=16)
+    latents = encode_batched(model, x, batch=16).mu.double().numpy()
     np.testing.assert_allclose(latents, model.encode(x).mu.detach().double().numpy(), rtol=1e-6)
     images = decode_samples(model, GMMSampler(n_components=3).fit(latents), 12, seed=0)
     assert images.shape == (12, 1, 4, 4) and np.isfinite(images).all()
@@ -78,7 +91,6 @@ def test_final_checkpoint_saves_fitted_samplers_that_load_back(tmp_path):
     from vaeviz.build import load_run
     from vaeviz.config import RunConfig
     from vaeviz.member import MemorySink
-    from vaeviz.samplers import GMMSampler, fitted_samplers
     from vaeviz.train import train
 
     cfg = RunConfig().with_overrides(["data.name=digits", "model.hidden=32", "train.steps=30", "train.eval_every=30"])
@@ -90,3 +102,27 @@ def test_final_checkpoint_saves_fitted_samplers_that_load_back(tmp_path):
     assert isinstance(loaded["gmm"], GMMSampler)
     np.testing.assert_array_equal(loaded["gmm"].sample(5, seed=1), GMMSampler.load(
         tmp_path / "samplers" / "step_00000030_gmm.npz").sample(5, seed=1))
+
+
+def _no_refit(self, latents):
+    raise AssertionError("a saved sampler was fitted again")
+
+
+def test_a_runs_samplers_are_fitted_once_per_step_and_read_back(tmp_path, monkeypatch):
+    model, x = tiny_model(), torch.rand(60, 1, 4, 4)
+    first = fitted_samplers(model, x, tmp_path, 7, seed=3)  # an intermediate step: fitted and saved
+    paths = sampler_paths(tmp_path, 7)
+    assert all(p.is_file() for p in paths.values()) and first["gmm"].seed == 3
+    with monkeypatch.context() as m:
+        for cls in (GaussianSampler, GMMSampler):
+            m.setattr(cls, "fit", _no_refit)
+        again = fitted_samplers(model, x, tmp_path, 7, seed=3)
+    for kind, sampler in first.items():
+        for name, value in sampler.arrays().items():
+            np.testing.assert_array_equal(again[kind].arrays()[name], value)
+    paths["gmm"].write_bytes(b"not an npz")  # a damaged file is refitted and overwritten
+    refit = fitted_samplers(model, x, tmp_path, 7, seed=3)
+    np.testing.assert_allclose(refit["gmm"].means_, first["gmm"].means_)
+    np.testing.assert_allclose(GMMSampler.load(paths["gmm"]).means_, first["gmm"].means_)
+    fitted_samplers(model, x, None, 8)  # no folder: fitted, nothing written
+    assert sorted(p.name for p in (tmp_path / "samplers").iterdir()) == sorted(p.name for p in paths.values())

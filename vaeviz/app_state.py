@@ -21,6 +21,8 @@ import numpy as np
 from vaeviz.checkpoint import checkpoint_steps
 from vaeviz.config import ConfigError, RunConfig, base_type
 from vaeviz.data import DataError, load_npz
+from vaeviz.objectives import REGISTRY
+from vaeviz.presets import PRESETS
 from vaeviz.runs import RunRecord, RunStore
 
 ACTIVE = ("queued", "running")
@@ -158,9 +160,9 @@ def knobs(cls, prefix: str, skip: tuple[str, ...] = ()) -> list[Knob]:
 
 
 def objective_knobs(name: str) -> list[Knob]:
-    from vaeviz.objectives import REGISTRY
-
-    return knobs(REGISTRY[name].Params, "objective")
+    """The Train form's widgets of an objective's knobs: all of its `Params` but its `hidden_knobs`."""
+    cls = REGISTRY[name]
+    return knobs(cls.Params, "objective", skip=cls.hidden_knobs)
 
 
 def flat_config(cfg: RunConfig) -> dict[str, typing.Any]:
@@ -179,13 +181,19 @@ def build_config(values: dict[str, typing.Any], name: str | None = None) -> RunC
 
 def distortion_kind(cfg: RunConfig) -> str:
     """What the run's distortion D measures; D of runs of different kinds are not on one scale."""
-    name = cfg.objective.name
-    if name in ("geco", "sigma_vae"):
-        return "gaussian, calibrated or learned σ"
-    if name == "rae":
-        return "squared error"
-    params = cfg.objective.to_dict()
-    return "bernoulli" if params.get("decoder") == "bernoulli" else f"gaussian σ = {params.get('sigma')}"
+    return REGISTRY[cfg.objective.name].distortion_kind(cfg.objective.params)
+
+
+def runs_that_log(*terms: str) -> str:
+    """Which runs log every one of `terms`, as a page's hint: "a run of `geco` (presets `geco-digits`, ...)"."""
+    names = [name for name, cls in REGISTRY.items() if cls.logs(*terms)]
+    if not names:
+        return "a run whose objective logs " + ", ".join(terms)
+    presets = [p for p, preset in PRESETS.items() if preset.overrides.get("objective.name") in names]
+    text = "a run of " + " or ".join(f"`{name}`" for name in names)
+    if presets:
+        text += f" (preset{'s' * (len(presets) > 1)} {', '.join(f'`{p}`' for p in presets)})"
+    return text
 
 
 def comparison_configs(cfg: RunConfig, objectives: list[str]) -> list[RunConfig]:

@@ -101,7 +101,7 @@ def checked_config(args) -> RunConfig:
     return cfg
 
 
-class Progress:
+class ProgressLine:
     """A one-line progress display on stderr: step, speed and loss, redrawn at most 4 times a second."""
 
     def __init__(self):
@@ -128,7 +128,7 @@ class Progress:
 
 def _run_here(store: RunStore, run_id: str) -> int:
     """Train a run this process owns, in the foreground; print the result; return the exit code."""
-    progress = Progress()
+    progress = ProgressLine()
     try:
         out = run_one(store, store.get(run_id), progress=progress)
     except KeyboardInterrupt:
@@ -377,12 +377,11 @@ def _checkpoint_reason(e: Exception) -> str:
 
 
 def cmd_eval(args) -> int:
-    from vaeviz.analysis.evaluate import EvalSettings, evaluate_model
+    from vaeviz.analysis.evaluate import EvalSettings, evaluate_run
 
     store = RunStore()
     rec = store.get(args.run)
-    model, objective, data, _ = _load_for_eval(store, rec.id, args.step)
-    result = evaluate_model(model, objective, data, rec.config.data, EvalSettings())
+    result = evaluate_run(store, rec.id, args.step, EvalSettings(), load=_load_for_eval)
     if args.json:
         _out(json.dumps(result))
     else:

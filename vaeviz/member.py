@@ -22,7 +22,7 @@ from vaeviz.build import Setup
 from vaeviz.checkpoint import save_checkpoint
 from vaeviz.config import RunConfig
 from vaeviz.control import Cancelled, Diverged
-from vaeviz.evaluation import evaluate, probe_snapshot
+from vaeviz.heldout import evaluate, probe_snapshot
 from vaeviz.optim import FastAdam
 from vaeviz.samplers import fitted_samplers
 from vaeviz.stacking import noise_stream

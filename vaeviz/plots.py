@@ -372,30 +372,7 @@ def points_figure(groups: dict, title: str = "Decoded points", lines: bool = Tru
     return _base(fig, title, "x₁", "x₂")
 
 
-# ----------------------------------------------------------------------------- decomposition and table
-
-TC_NAMES = {"mi": "index-code MI", "tc": "total correlation", "dim_kl": "dimension-wise KL"}
-
-
-def tc_decomposition(df: pd.DataFrame, split: str = "train") -> go.Figure:
-    """MI, TC and dimension-wise KL against step, with the rate (their sum) dashed."""
-    w, fig = wide(df, split), go.Figure()
-    for key, label in TC_NAMES.items():
-        col = _col(w, key)
-        fig.add_trace(go.Scatter(x=col.index, y=col.values, mode="lines", name=label))
-    rate = _col(w, "rate")
-    fig.add_trace(go.Scatter(x=rate.index, y=rate.values, mode="lines", name="rate R = MI + TC + dimKL",
-                             line=dict(color="black", dash="dash")))
-    return _base(fig, "KL decomposition (β-TCVAE)", "step", "nats")
-
-
-def tc_bars(results: dict) -> go.Figure:
-    """Stacked MI / TC / dimKL per run or step: {label: {'mi': .., 'tc': .., 'dim_kl': ..}}."""
-    labels, fig = list(results), go.Figure()
-    for key, name in TC_NAMES.items():
-        fig.add_trace(go.Bar(x=labels, y=[results[k][key] for k in labels], name=name))
-    fig.update_layout(barmode="relative")
-    return _base(fig, "KL decomposition", "", "nats")
+# ----------------------------------------------------------------------------- metrics table
 
 
 def _cell(v) -> str:

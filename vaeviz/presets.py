@@ -79,6 +79,8 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 
+COMPARISON = ["vae", "beta_vae", "sigma_vae", "geco"]  # the app's default *Launch a comparison* (one batched model)
+
 
 def preset_config(name: str) -> RunConfig:
     """The RunConfig of preset `name`, named after it."""

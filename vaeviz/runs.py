@@ -168,7 +168,7 @@ def pid_alive(pid: int | None) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
-class MetricSink:
+class StoreSink:
     """What the trainer writes through: metric rows, snapshots, progress (the heartbeat), truncation."""
 
     def __init__(self, store: RunStore, run_id: str):
@@ -490,8 +490,8 @@ class RunStore:
         with self._tx() as con:
             con.execute("DELETE FROM metrics WHERE run_id = ? AND step > ?", (run_id, int(after_step)))
 
-    def sink(self, run_id: str) -> MetricSink:
-        return MetricSink(self, run_id)
+    def sink(self, run_id: str) -> StoreSink:
+        return StoreSink(self, run_id)
 
     # -- artifacts -----------------------------------------------------------------------------
 

@@ -8,17 +8,26 @@ VAEs, whose aggregate posterior leaves holes in N(0, I).
 - `GMMSampler` ("GMM (k = 10)"): a full-covariance Gaussian mixture fitted by EM (scikit-learn), with
   k = min(n_components, number of latents); sampled by drawing a component, then μ_c + L_c ε.
 scikit-learn style: `fit` returns self, learned attributes end in `_`. Saved as `.npz` (no pickle).
+
+A run's samplers are fitted once per step and saved in its folder: training saves the final step's,
+and every consumer (the Traversals page, `vaeviz eval`'s Fréchet distances) reads them through
+`fitted_samplers`, which fits and saves the ones of an older run or an intermediate step on first use.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.mixture import GaussianMixture
 
-from vaeviz.analysis.batching import encode_batched
+from vaeviz.analysis.batching import decode_batched, encode_batched
+
+log = logging.getLogger(__name__)
 
 
 def _chol(cov: np.ndarray) -> np.ndarray:
@@ -35,8 +44,16 @@ class Sampler:
         raise NotImplementedError
 
     def save(self, path: str | Path) -> None:
-        """Write the fitted sampler to `path` (.npz)."""
-        np.savez(Path(path), kind=np.array(self.kind), **self.arrays())
+        """Write the fitted sampler to `path` (.npz) atomically: a reader never sees a partial file."""
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, kind=np.array(self.kind), **self.arrays())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     @classmethod
     def load(cls, path: str | Path) -> Sampler:
@@ -119,32 +136,54 @@ class GMMSampler(Sampler):
 
 
 SAMPLERS = {"gaussian": GaussianSampler, "gmm": GMMSampler}
-
-load_sampler = Sampler.load
-
-def encode_latents(model, x: np.ndarray | torch.Tensor, batch: int = 1000) -> np.ndarray:
-    """The codes to fit on: posterior means μ (or E(x)) of data x (N, *shape), as (N, L) float64."""
-    return encode_batched(model, x, batch).mu.double().numpy()
+MAX_POINTS = 10_000  # training codes a run's samplers are fitted on
 
 
-@torch.no_grad()
-def decode_samples(model, sampler, n: int, seed: int = 0) -> np.ndarray:
+def decode_samples(model, sampler: Sampler, n: int, seed: int = 0) -> np.ndarray:
     """Decode n sampled latents to data in [0, 1], shape (n, *data_shape)."""
-    device = next(model.parameters()).device
-    z = torch.as_tensor(sampler.sample(n, seed), device=device)  # (n, L)
-    return model.decode_mean(z).reshape(n, *model.data_shape).cpu().numpy()
+    return decode_batched(model, sampler.sample(n, seed)).reshape(n, *model.data_shape)
 
 
-def fitted_samplers(model, x_train, folder: str | Path | None, step: int, max_points: int = 10_000,
+def sampler_paths(folder: str | Path, step: int) -> dict[str, Path]:
+    """Where a run's samplers of `step` are saved: `folder/samplers/step_XXXXXXXX_<kind>.npz`."""
+    return {kind: Path(folder) / "samplers" / f"step_{step:08d}_{kind}.npz" for kind in SAMPLERS}
+
+
+def fitted_samplers(model, x_train, folder: str | Path | None, step: int, max_points: int = MAX_POINTS,
                     seed: int = 0) -> dict[str, Sampler]:
-    """The single Gaussian and the GMM fitted on (up to `max_points`) training codes at `step`; saved
-    under `folder/samplers/` and read back from there on later calls, so each run fits them once."""
-    paths = {k: Path(folder) / "samplers" / f"step_{step:08d}_{k}.npz" for k in SAMPLERS} if folder else {}
-    if paths and all(p.exists() for p in paths.values()):
-        return {k: Sampler.load(p) for k, p in paths.items()}
-    codes = encode_latents(model, x_train[:max_points])
+    """The run's ex-post samplers at `step`, {"gaussian": ..., "gmm": ...}: the one path every consumer takes.
+
+    Read from `folder/samplers/` when saved there (training saves the final step's); otherwise fitted on
+    the posterior means of the first `max_points` training examples (GMM seeded by `seed`, the run's
+    `train.seed`) and saved, so an old run or an intermediate step is fitted once too. `folder=None`
+    fits without saving. An unreadable saved file is refitted and overwritten.
+    """
+    paths = sampler_paths(folder, step) if folder is not None else {}
+    saved = _load_saved(paths)
+    if saved is not None:
+        return saved
+    codes = encode_batched(model, x_train[:max_points]).mu.double().numpy()  # (N, L)
     fitted = {"gaussian": GaussianSampler().fit(codes), "gmm": GMMSampler(seed=seed).fit(codes)}
     for kind, path in paths.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fitted[kind].save(path)
+        _save_quietly(fitted[kind], path)
     return fitted
+
+
+def _load_saved(paths: dict[str, Path]) -> dict[str, Sampler] | None:
+    """The samplers saved at `paths`, or None when one is missing or unreadable."""
+    if not paths or not all(p.is_file() for p in paths.values()):
+        return None
+    try:
+        return {kind: SAMPLERS[kind].load(path) for kind, path in paths.items()}
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
+        log.warning("refitting the ex-post samplers: a saved one is unreadable (%s)", e)
+        return None
+
+
+def _save_quietly(sampler: Sampler, path: Path) -> None:
+    """Save `sampler`; a run folder that cannot be written to only costs a refit next time."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sampler.save(path)
+    except OSError as e:
+        log.warning("could not save the ex-post sampler %s (%s)", path, e)

@@ -9,6 +9,7 @@ from vaeviz.analysis.batching import decode_batched
 from vaeviz.analysis.evaluate import EvalSettings, evaluate_run
 from vaeviz.objectives import REGISTRY
 from vaeviz.preflight import preflight
+from vaeviz.presets import COMPARISON
 from views import common
 
 EVAL = EvalSettings(k=50, n_iwae=500, n_samples=5000, n_fd=1000)  # interactive: smaller than `vaeviz eval`
@@ -25,8 +26,7 @@ with st.expander("Launch a comparison: same data, network and seed under several
     st.caption(f"Based on **{common.plain(rec.name)}**: {rec.dataset}, {net.arch} {net.hidden}, latent "
                f"{net.latent_dim}, seed {rec.config.train.seed}, {rec.config.train.steps} steps. "
                "Each objective starts from its default knobs; they train together as one batched model.")
-    objectives = st.multiselect("Objectives", list(REGISTRY), default=["vae", "beta_vae", "sigma_vae", "geco"],
-                                key="cmp_objectives")
+    objectives = st.multiselect("Objectives", list(REGISTRY), default=COMPARISON, key="cmp_objectives")
     if st.button("Launch comparison", icon=":material/rocket_launch:", key="cmp_launch"):
         try:
             cfgs = app_state.comparison_configs(rec.config, objectives)

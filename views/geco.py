@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from vaeviz import plots
+from vaeviz import app_state, plots
+from vaeviz.objectives import REGISTRY
 from views import common
 
 st.title("GECO dynamics")
@@ -18,8 +19,10 @@ common.teach(
     r"C_{ma}\leftarrow\alpha C_{ma}+(1-\alpha)\bar C,\quad \lambda\leftarrow\lambda\,e^{\nu C_{ma}}",
 )
 
-if rec.objective != "geco":
-    st.info(f"This run's objective is `{rec.objective}`: pick a GECO run in the sidebar (preset `geco-digits`).")
+PLOTTED = ("lambda", "c_ma")  # the terms this page needs a run to log
+if not REGISTRY[rec.objective].logs(*PLOTTED):
+    st.info(f"This run's objective (`{rec.objective}`) has no multiplier λ: pick {app_state.runs_that_log(*PLOTTED)} "
+            "in the sidebar.")
     st.stop()
 df = common.metrics(rec.id, split="train", names=["lambda", "c_ma", "c_batch", "kappa2", "mse"])
 if "lambda" not in set(df.name):

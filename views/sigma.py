@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from vaeviz import plots
+from vaeviz import app_state, plots
+from vaeviz.objectives import REGISTRY
 from views import common
 
 st.title("σ² evolution")
@@ -22,9 +23,9 @@ df = common.metrics(rec.id, split="train", names=["sigma2", "sigma2_min", "sigma
 if df.empty:
     st.info("No metrics yet.")
     st.stop()
-if "sigma2" not in set(df.name):
+if not REGISTRY[rec.objective].logs("sigma2"):
     st.info(f"This run ({rec.objective}) has no learned decoder variance; the curve shows the batch MSE, which is "
-            "the closed-form σ*² a σ-VAE would use. Pick a `sigma_vae` run for the full view.")
+            f"the closed-form σ*² a σ-VAE would use. Pick {app_state.runs_that_log('sigma2')} for the full view.")
 step = common.step_scrubber(common.store().snapshot_steps(rec.id), "sigma", "Step of the per-pixel map")
 snap = common.snapshot(rec.id, step) if step is not None else {}
 fig = plots.sigma_evolution(df, snap.get("sigma2"), common.data_shape(rec), step)

@@ -5,7 +5,7 @@ import torch
 
 from vaeviz import app_state, plots, worker
 from vaeviz.app_state import Knob
-from vaeviz.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaeviz.config import DEFAULT_OBJECTIVE, DataConfig, ModelConfig, RunConfig, TrainConfig
 from vaeviz.data import DataError, data_dir, describe_datasets
 from vaeviz.objectives import REGISTRY
 from vaeviz.preflight import preflight
@@ -18,11 +18,6 @@ DATA_MAIN = ("name", "n", "per_class")
 DATA_NOT_TYPED = ("path",)  # a user .npz is uploaded or picked from the data folder (npz_file), never a typed path
 MODEL_MAIN = ("arch", "latent_dim", "hidden")
 TRAIN_MAIN = ("steps", "batch_size", "lr", "seed", "device", "eval_every")
-DYNAMICS = {  # the objective's own state beside loss / rate / distortion: (metric names, log scale) per chart
-    "beta_vae": [(["beta"], False)], "sigma_vae": [(["sigma2", "mse"], True)],
-    "geco": [(["lambda"], True), (["c_ma", "c_batch"], False)], "rae": [(["reg", "z_norm"], False)],
-    "beta_tcvae": [(["mi", "tc", "dim_kl"], False)],
-}
 state = st.session_state
 form = state.setdefault("train_form", app_state.flat_config(RunConfig()))  # widget values, kept across pages
 values: dict = {}  # dotted config key -> value of the widgets drawn in this run
@@ -94,7 +89,7 @@ def config_form() -> dict:
             widget(k)
     with c2:
         st.markdown("**Objective**")
-        objective = widget(Knob("objective.name", "select", "vae", list(REGISTRY)))
+        objective = widget(Knob("objective.name", "select", DEFAULT_OBJECTIVE, list(REGISTRY)))
         for k in app_state.objective_knobs(objective):
             widget(k, scope=objective)
     st.markdown("**Training**")
@@ -180,7 +175,7 @@ def active_runs() -> tuple:
 
 
 def run_view(rec) -> None:
-    """Progress, live curves and error of one run."""
+    """Progress, live curves and error of one run: rate and distortion, then the charts its objective declares."""
     p = app_state.progress(rec)
     st.progress(p.fraction, text=f"**{common.plain(rec.name)}** ({rec.status}) · {p.text}")
     common.run_error(rec)
@@ -188,14 +183,14 @@ def run_view(rec) -> None:
     if df.empty:
         st.caption("Waiting for the first metrics…")
         return
-    names = ["rate", "distortion"] + (["loss"] if rec.objective != "geco" else [])  # GECO's loss is R + λĈ
+    objective = REGISTRY[rec.objective]
+    names = ["rate", "distortion"] + (["loss"] if objective.chart_loss else [])
     st.plotly_chart(plots.metric_lines(df, names, title=", ".join(names)), key="live_chart")
-    for i, (names, log_y) in enumerate(DYNAMICS.get(rec.objective, [])):
-        st.plotly_chart(plots.metric_lines(df, names, log_y=log_y, title=", ".join(names)), key=f"live_state{i}")
-    if rec.objective == "beta_tcvae":
-        st.caption("These are the minibatch estimates the loss uses. With a small batch from a large dataset they "
-                   "carry large constant offsets (about log N for MI and (L−1)·log N for TC, dimKL negative); "
-                   "read their trends, not their levels. Their sum is the batch KL, the rate.")
+    for i, chart in enumerate(objective.charts):
+        names = list(chart.terms)
+        st.plotly_chart(plots.metric_lines(df, names, log_y=chart.log_y, title=", ".join(names)), key=f"live_state{i}")
+    if objective.chart_caption:
+        st.caption(objective.chart_caption)
 
 
 def queue(runs: tuple) -> None:

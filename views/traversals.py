@@ -4,7 +4,7 @@ import numpy as np
 import streamlit as st
 
 from vaeviz import app_state, plots
-from vaeviz.analysis.batching import decode_batched
+from vaeviz.analysis.batching import decode_batched, encode_batched
 from vaeviz.analysis.traversal import decode_manifold, interpolate, traversal_grid
 from vaeviz.checkpoint import checkpoint_steps
 from views import common
@@ -67,9 +67,7 @@ def figure(images: np.ndarray, fig, rows: int) -> None:
 @st.cache_data(show_spinner="Encoding held-out points…", max_entries=8)
 def probe_codes(run_id: str, ckpt: int) -> tuple[np.ndarray, np.ndarray | None]:
     """μ and labels of the first 1,000 held-out points under the weights at `ckpt`."""
-    from vaeviz.samplers import encode_latents
-
-    mu = encode_latents(model, data.x_eval[:1000]).astype(np.float32)
+    mu = encode_batched(model, data.x_eval[:1000]).mu.numpy().astype(np.float32)
     return mu, None if data.y_eval is None else data.y_eval[:1000]
 
 
@@ -148,15 +146,17 @@ def interpolation() -> None:
     st.caption("The last two points you clicked in the scatter are the default endpoints.")
 
 
-@st.cache_data(show_spinner="Fitting the ex-post samplers…", max_entries=8)
+@st.cache_data(show_spinner="Loading the ex-post samplers…", max_entries=8)
 def gallery(run_id: str, ckpt: int, n: int, seed: int) -> dict[str, np.ndarray]:
-    from vaeviz.samplers import GaussianSampler, GMMSampler, decode_samples, encode_latents
+    """n decoded samples (n, D) each from the prior and from the run's saved samplers of step `ckpt`."""
+    from vaeviz.samplers import decode_samples, fitted_samplers
 
-    codes = encode_latents(model, data.x_train)
+    fitted = fitted_samplers(model, data.x_train, common.store().artifact_dir(run_id), ckpt,
+                             seed=rec.config.train.seed)
     prior = decode_batched(model, np.random.default_rng(seed).standard_normal((n, L)).astype(np.float32))
     return {"prior N(0, I)": prior,
-            "single Gaussian": decode_samples(model, GaussianSampler().fit(codes), n, seed).reshape(n, -1),
-            "GMM (k = 10)": decode_samples(model, GMMSampler(10, seed=seed).fit(codes), n, seed).reshape(n, -1)}
+            "single Gaussian": decode_samples(model, fitted["gaussian"], n, seed).reshape(n, -1),
+            "GMM (k = 10)": decode_samples(model, fitted["gmm"], n, seed).reshape(n, -1)}
 
 
 def samples() -> None:

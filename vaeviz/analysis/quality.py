@@ -9,8 +9,8 @@
   (`torch.save`, loaded with `weights_only=True`). It stands in for Inception on small data, as in
   the seed papers' use of a dataset-specific network for FID and feature reconstruction.
 - Reconstruction accuracy: the classifier's accuracy on decoded posterior means, g(μ(x)).
-- Samplers compared: the prior N(0, I) and the ex-post densities of `vaeviz.samplers` (Ghosh et al.
-  2020, sec. 4) fitted on training codes: one full-covariance Gaussian and a 10-component GMM.
+- Samplers compared: the prior N(0, I) and the run's ex-post densities of `vaeviz.samplers` (Ghosh et
+  al. 2020, sec. 4) fitted on training codes: one full-covariance Gaussian and a 10-component GMM.
 """
 
 from __future__ import annotations
@@ -149,18 +149,12 @@ def sample_frechet(clf: SampleClassifier, model, reference_x, latents) -> float:
     return frechet_distance(clf.features(reference_x), clf.features(decode_batched(model, latents)))
 
 
-def frechet_by_sampler(clf: SampleClassifier, model, reference_x, train_codes, n: int | None = None,
+def frechet_by_sampler(clf: SampleClassifier, model, reference_x, samplers: dict, n: int | None = None,
                        seed: int = 0) -> dict[str, float]:
-    """Fréchet distance of decoded samples from the prior N(0, I) and from ex-post samplers fitted on
-    training codes (one full-covariance Gaussian, a 10-component GMM), each against `reference_x`."""
-    from vaeviz.samplers import GaussianSampler, GMMSampler
-
+    """Fréchet distance to `reference_x` of n decoded samples from the prior N(0, I) and from each of the
+    run's ex-post `samplers` ({"gaussian": ..., "gmm": ...} of `vaeviz.samplers.fitted_samplers`)."""
     n = n or len(reference_x)
-    codes = np.asarray(train_codes, dtype=np.float64)  # (N, L)
-    latents = {
-        "prior": np.random.default_rng(seed).standard_normal((n, codes.shape[1])).astype(np.float32),
-        "gaussian": GaussianSampler().fit(codes).sample(n, seed),
-        "gmm": GMMSampler(10, seed=seed).fit(codes).sample(n, seed),
-    }
+    latents = {"prior": np.random.default_rng(seed).standard_normal((n, model.latent_dim)).astype(np.float32)}
+    latents.update({kind: sampler.sample(n, seed) for kind, sampler in samplers.items()})
     ref = clf.features(reference_x)
     return {k: frechet_distance(ref, clf.features(decode_batched(model, z))) for k, z in latents.items()}

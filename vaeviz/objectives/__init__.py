@@ -1,6 +1,10 @@
-"""Objective registry: one dict mapping a config name to its class."""
+"""Objective registry: one dict mapping a config name to its class.
 
-from vaeviz.objectives.base import Losses, Objective, Pass
+The same names map to the classes' knobs in `vaeviz.objective_params.PARAMS` (torch-free, for the config);
+`REGISTRY[name].Params is PARAMS[name]` for every name (tests/test_architecture.py checks it).
+"""
+
+from vaeviz.objectives.base import STANDARD_TERMS, Chart, Losses, Objective, Pass
 from vaeviz.objectives.beta_tcvae import BetaTCVAE
 from vaeviz.objectives.beta_vae import BetaVAE
 from vaeviz.objectives.geco import GECO
@@ -23,4 +27,4 @@ def build_objective(cfg, data_dim: int) -> Objective:
     return REGISTRY[cfg.name](cfg.params, data_dim)
 
 
-__all__ = ["REGISTRY", "Losses", "Objective", "Pass", "build_objective"]
+__all__ = ["REGISTRY", "STANDARD_TERMS", "Chart", "Losses", "Objective", "Pass", "build_objective"]

@@ -3,6 +3,8 @@
 Every term is in nats per example (summed over data and latent dimensions, averaged over the
 batch). An objective holds its own state (λ, σ², moving averages) as buffers or parameters so
 that it is checkpointed with the run, and exposes that state through `terms` for logging.
+Its class also describes it to the app (the state it logs, how to chart it, what its distortion
+measures), so that no page switches on objective names.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from torch import nn
 
 from vaeviz.distributions import Posterior
 from vaeviz.nets import DecoderOut, NetSpec, VAEModel
+from vaeviz.objective_params import Params
+
+STANDARD_TERMS = ("loss", "rate", "distortion", "mse")  # the terms every objective's `loss` logs
 
 
 @dataclass
@@ -29,9 +34,12 @@ class Losses:
     terms: dict[str, torch.Tensor]
 
 
-@dataclass
-class Params:
-    """Knobs of an objective; subclasses add fields declared with `vaeviz.config.knob`."""
+@dataclass(frozen=True)
+class Chart:
+    """One live chart of the Train page: logged terms drawn together, on a log scale or not."""
+
+    terms: tuple[str, ...]
+    log_y: bool = False
 
 
 @dataclass
@@ -74,6 +82,24 @@ class Objective(nn.Module):
     Params = Params
     needs_model = False  # True when `loss` reads the network itself (RAE's regularisers): never grouped
     members: list | None = None  # the K runs of a group (`group`); None for one run
+
+    # What the app shows of a run, read through `REGISTRY[name]` (no page switches on objective names):
+    state_terms: tuple[str, ...] = ()  # terms `loss` may log beside STANDARD_TERMS: the objective's own state
+    charts: tuple[Chart, ...] = ()  # the Train page's live charts of them, below the chart of R and D
+    chart_caption: str = ""  # how to read those charts, shown below them
+    chart_loss: bool = True  # `loss` is in the units of R and D (D + βR, D + penalties): charted with them
+    hidden_knobs: tuple[str, ...] = ()  # `Params` knobs the Train form leaves out (`--set` still sets them)
+
+    @classmethod
+    def distortion_kind(cls, params: Params) -> str:
+        """What the distortion D of a run with `params` measures: runs whose kinds differ have D on different
+        scales (the app draws no common frontier). By default a kind of its own."""
+        return cls.__name__
+
+    @classmethod
+    def logs(cls, *terms: str) -> bool:
+        """Whether this objective's runs log every one of `terms` (a page's check that a run has what it plots)."""
+        return set(terms) <= {*STANDARD_TERMS, *cls.state_terms}
 
     def __init__(self, params: Params, data_dim: int):
         super().__init__()

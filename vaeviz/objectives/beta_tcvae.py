@@ -17,23 +17,13 @@ same with the marginal densities q(z_ik|x_j) for log q(z_ik).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
-from vaeviz.config import knob
 from vaeviz.distributions import Posterior, log_normal_diag, log_std_normal
-from vaeviz.objectives.base import Losses
-from vaeviz.objectives.vae import VAE, VAEParams
-
-
-@dataclass
-class BetaTCVAEParams(VAEParams):
-    alpha: float = knob(1.0, lo=0.0, hi=1000.0, help="weight α of the index-code mutual information")
-    beta: float = knob(6.0, lo=0.0, hi=1000.0, help="weight β of the total correlation")
-    gamma: float = knob(1.0, lo=0.0, hi=1000.0, help="weight γ of the dimension-wise KL")
-    estimator: str = knob("mws", choices=["mws", "mss"], help="minibatch weighted or stratified sampling")
-    dataset_size: int | None = knob(None, lo=1, help="N of the estimators (default: the training-set size)")
+from vaeviz.objective_params import BetaTCVAEParams
+from vaeviz.objectives.base import Chart, Losses
+from vaeviz.objectives.vae import VAE
 
 
 def log_importance_weights(batch: int, n_data: int, estimator: str, device=None) -> torch.Tensor:
@@ -63,6 +53,11 @@ def kl_decomposition(z: torch.Tensor, q: Posterior, log_w: torch.Tensor) -> tupl
 
 class BetaTCVAE(VAE):
     Params = BetaTCVAEParams
+    state_terms = ("mi", "tc", "dim_kl")
+    charts = (Chart(state_terms),)
+    chart_caption = ("These are the minibatch estimates the loss uses. With a small batch from a large dataset they "
+                     "carry large constant offsets (about log N for MI and (L−1)·log N for TC, dimKL negative); "
+                     "read their trends, not their levels. Their sum is the batch KL, the rate.")
 
     def __init__(self, params: BetaTCVAEParams, data_dim: int):
         super().__init__(params, data_dim)

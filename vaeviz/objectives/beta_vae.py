@@ -7,19 +7,9 @@ period, then stays at β).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from vaeviz.config import knob
-from vaeviz.objectives.vae import VAE, VAEParams
-
-
-@dataclass
-class BetaVAEParams(VAEParams):
-    beta: float = knob(4.0, lo=0.0, hi=1000.0, help="weight β of the rate")
-    schedule: str = knob("constant", choices=["constant", "linear", "cyclic"], help="β_t schedule")
-    warmup_steps: int = knob(1000, lo=1, help="steps of the linear warm-up from 0")
-    period: int = knob(500, lo=1, help="steps per cycle of the cyclic schedule")
-    ratio: float = knob(0.5, lo=0.0, hi=1.0, lo_open=True, help="fraction of a cycle spent increasing β")
+from vaeviz.objective_params import BetaVAEParams
+from vaeviz.objectives.base import Chart
+from vaeviz.objectives.vae import VAE
 
 
 def beta_schedule(step: int, beta: float, schedule: str, warmup: int, period: int, ratio: float) -> float:
@@ -34,7 +24,8 @@ def beta_schedule(step: int, beta: float, schedule: str, warmup: int, period: in
 
 class BetaVAE(VAE):
     Params = BetaVAEParams
-    logs_beta = True
+    state_terms = ("beta",)
+    charts = (Chart(("beta",)),)
 
     def beta(self, step: int) -> float:
         p = self.params

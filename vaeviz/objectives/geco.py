@@ -11,29 +11,24 @@ Gaussian NLL (σ-VAE eq. 4) at the calibrated σ*² = batch MSE (σ-VAE eq. 6).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from vaeviz.config import ConfigError, knob
 from vaeviz.distributions import gaussian_nll
-from vaeviz.objectives.base import Losses, Objective, Params, Pass
-from vaeviz.objectives.sigma_vae import closed_form_log_sigma
-
-
-@dataclass
-class GECOParams(Params):
-    kappa: float = knob(0.1, lo=0.0, hi=1.0, lo_open=True, help="tolerated RMSE per dimension κ (constraint MSE ≤ κ²)")
-    alpha: float = knob(0.99, lo=0.0, hi=0.9999, help="moving-average factor of C_ma")
-    nu: float = knob(1.0, lo=0.0, hi=1e4, lo_open=True, help="step size ν of log λ per step")
-    lambda_init: float = knob(1.0, lo=0.0, lo_open=True, help="initial multiplier λ₀")
-    lambda_min: float = knob(1e-6, lo=0.0, lo_open=True, help="lower clamp of λ")
-    lambda_max: float = knob(1e8, lo=0.0, lo_open=True, help="upper clamp of λ")
-    constraint: str = knob("re", choices=["re"], help="constraint kind: re = reconstruction error")
+from vaeviz.knobs import ConfigError
+from vaeviz.objective_params import GECOParams
+from vaeviz.objectives.base import Chart, Losses, Objective, Pass
+from vaeviz.objectives.sigma_vae import CALIBRATED, closed_form_log_sigma
 
 
 class GECO(Objective):
     Params = GECOParams
+    state_terms = ("lambda", "c_batch", "c_ma", "kappa2")
+    charts = (Chart(("lambda",), log_y=True), Chart(("c_ma", "c_batch")))
+    chart_loss = False  # R + λĈ: λ spans decades and Ĉ is an MSE per dimension, not nats
+
+    @classmethod
+    def distortion_kind(cls, params: GECOParams) -> str:
+        return CALIBRATED
 
     def __init__(self, params: GECOParams, data_dim: int):
         super().__init__(params, data_dim)

@@ -15,22 +15,11 @@ The rate is 0 (no posterior). Distortion = ‖x − D(z)‖² per example: in na
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from vaeviz.config import knob
 from vaeviz.nets import NetSpec, VAEModel
-from vaeviz.objectives.base import Losses, Objective, Params, Pass
-
-VARIANTS = ["l2", "gp", "sn", "none", "ae"]
-
-
-@dataclass
-class RAEParams(Params):
-    variant: str = knob("l2", choices=VARIANTS, help="decoder regulariser: l2, gp, sn, none (β only), ae (plain)")
-    beta: float = knob(1e-4, lo=0.0, hi=1e4, help="weight β of the code penalty ½‖z‖²")
-    reg_weight: float = knob(1e-6, lo=0.0, hi=1e4, help="weight λ of the decoder regulariser (l2, gp)")
+from vaeviz.objective_params import RAEParams
+from vaeviz.objectives.base import Chart, Losses, Objective, Pass
 
 
 def decoder_sq_norm(model: VAEModel) -> torch.Tensor:
@@ -48,6 +37,12 @@ def jacobian_sq_norm(f, z: torch.Tensor) -> torch.Tensor:
 
 class RAE(Objective):
     Params = RAEParams
+    state_terms = ("reg", "z_norm")
+    charts = (Chart(state_terms),)
+
+    @classmethod
+    def distortion_kind(cls, params: RAEParams) -> str:
+        return "squared error"
 
     def net_spec(self) -> NetSpec:
         return NetSpec(stochastic=False, spectral_norm=self.params.variant == "sn")

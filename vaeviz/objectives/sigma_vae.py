@@ -18,26 +18,18 @@ hard, max(σ*, σ_min), which is the constrained maximiser of eq. 4 over σ ≥ 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaeviz.config import knob
 from vaeviz.distributions import gaussian_nll
 from vaeviz.nets import NetSpec
-from vaeviz.objectives.base import Losses, Objective, Params, Pass
+from vaeviz.objective_params import SigmaVAEParams
+from vaeviz.objectives.base import Chart, Losses, Objective, Pass
 
-VARIANCES = ["global_closed_form", "global_learned", "per_dim", "network"]
-
-
-@dataclass
-class SigmaVAEParams(Params):
-    variance: str = knob("global_closed_form", choices=VARIANCES, help="how the decoder σ is obtained")
-    warmup_steps: int = knob(1000, lo=0, help="steps of global closed-form σ before the σ_θ(z) head (network)")
-    sigma_min: float = knob(1e-3, lo=0.0, hi=1.0, lo_open=True, help="soft floor of the decoder σ")
+CALIBRATED = "gaussian, calibrated or learned σ"  # the distortion kind of a decoder σ fitted to the data
 
 
 def softclip(log_sigma: torch.Tensor, log_min: float) -> torch.Tensor:
@@ -56,6 +48,12 @@ def closed_form_log_sigma(x: torch.Tensor, mean: torch.Tensor, sigma_min: float 
 
 class SigmaVAE(Objective):
     Params = SigmaVAEParams
+    state_terms = ("sigma2", "sigma2_min", "sigma2_max")  # σ² averaged over dimensions; its extremes (per_dim, network)
+    charts = (Chart(("sigma2", "mse"), log_y=True),)  # σ*² = MSE in the closed form (eq. 6)
+
+    @classmethod
+    def distortion_kind(cls, params: SigmaVAEParams) -> str:
+        return CALIBRATED
 
     def __init__(self, params: SigmaVAEParams, data_dim: int):
         super().__init__(params, data_dim)

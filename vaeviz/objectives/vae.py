@@ -9,24 +9,20 @@ each with its own β_t and σ.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
-from vaeviz.config import knob
 from vaeviz.distributions import bernoulli_nll, gaussian_nll
-from vaeviz.objectives.base import Losses, Objective, Params, Pass
-
-
-@dataclass
-class VAEParams(Params):
-    decoder: str = knob("bernoulli", choices=["bernoulli", "gaussian"], help="decoder likelihood")
-    sigma: float = knob(0.1, lo=1e-4, hi=10.0, help="fixed decoder σ of the Gaussian decoder (CV-VAE)")
+from vaeviz.objective_params import VAEParams
+from vaeviz.objectives.base import Losses, Objective, Pass
 
 
 class VAE(Objective):
     Params = VAEParams
-    logs_beta = False  # whether β_t is a logged term (β-VAE's schedule)
+
+    @classmethod
+    def distortion_kind(cls, params: VAEParams) -> str:
+        return "bernoulli" if params.decoder == "bernoulli" else f"gaussian σ = {params.sigma}"
 
     def nll(self, p: Pass) -> torch.Tensor:
         """−log p(x|z) per example, (..., B)."""
@@ -44,7 +40,7 @@ class VAE(Objective):
         beta = self.per_run(lambda o: o.beta(step), rate)
         loss = distortion + beta * rate
         terms = {"loss": loss, "rate": rate, "distortion": distortion, "mse": p.mse()}
-        if self.logs_beta:
+        if "beta" in self.state_terms:  # β-VAE logs its schedule's β_t
             terms["beta"] = beta
         return Losses(loss, {k: v.detach() for k, v in terms.items()})
 
