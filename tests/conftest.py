@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+
+# torch.compile's on-disk kernel cache (default /tmp/torchinductor_<user>) is keyed without
+# ATEN_CPU_CAPABILITY: a kernel cached by a run under another capability is loaded as it is, and gave
+# wrong numbers under avx2, a C++ build error under default and a heap corruption natively. The suite
+# compiles into a cache of its own, which every process it starts inherits.
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="vaeviz-tests-inductor-"))
 
 
 def shared_data_dir() -> Path | None:

@@ -19,10 +19,9 @@ so `train.seed` and `data.seed` stop at 2**32 - 1.
 
 from __future__ import annotations
 
-import os
-
 from vaeviz.config import ConfigError, RunConfig, show
 from vaeviz.data import Dataset, format_bytes, load_dataset
+from vaeviz.data.files import bytes_limit
 
 DEFAULT_MAX_MODEL_BYTES = 4_000_000_000
 BYTES_PER_PARAMETER = 16  # float32 weight, gradient and Adam's two moments (twice that in float64)
@@ -30,14 +29,10 @@ BYTES_PER_PARAMETER = 16  # float32 weight, gradient and Adam's two moments (twi
 
 def max_model_bytes() -> int:
     """The most bytes a run's training state may take: $VAEVIZ_MAX_MODEL_BYTES, default 4 GB."""
-    raw = os.environ.get("VAEVIZ_MAX_MODEL_BYTES", "").strip()
     try:
-        limit = int(raw) if raw and len(raw) <= 30 else DEFAULT_MAX_MODEL_BYTES
-    except ValueError:
-        limit = -1
-    if limit <= 0:
-        raise ConfigError(f"VAEVIZ_MAX_MODEL_BYTES={raw[:40]!r} is not a positive whole number of bytes")
-    return limit
+        return bytes_limit("VAEVIZ_MAX_MODEL_BYTES", DEFAULT_MAX_MODEL_BYTES)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def check_device(name: str) -> None:

@@ -23,18 +23,27 @@ DEFAULT_MAX_DATA_BYTES = 2_000_000_000  # what one loaded file may take in memor
 CHUNK_BYTES = 1 << 25  # rows converted or decompressed at a time
 
 
-def max_data_bytes() -> int:
-    """The most bytes one loaded file may take in memory: $VAEVIZ_MAX_DATA_BYTES, default 2 GB."""
-    raw = os.environ.get("VAEVIZ_MAX_DATA_BYTES", "").strip()
+def bytes_limit(variable: str, default: int) -> int:
+    """A size limit in bytes from the environment variable `variable` (default when unset); ValueError
+    with a one-line message when it is not a positive whole number."""
+    raw = os.environ.get(variable, "").strip()
     if not raw:
-        return DEFAULT_MAX_DATA_BYTES
+        return default
     try:
         limit = int(raw) if len(raw) <= 30 else -1
     except ValueError:
         limit = -1
     if limit <= 0:
-        raise DataError(f"VAEVIZ_MAX_DATA_BYTES={raw[:40]!r} is not a positive whole number of bytes")
+        raise ValueError(f"{variable}={raw[:40]!r} is not a positive whole number of bytes")
     return limit
+
+
+def max_data_bytes() -> int:
+    """The most bytes one loaded file may take in memory: $VAEVIZ_MAX_DATA_BYTES, default 2 GB."""
+    try:
+        return bytes_limit("VAEVIZ_MAX_DATA_BYTES", DEFAULT_MAX_DATA_BYTES)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
 
 
 def format_bytes(n: int) -> str:
