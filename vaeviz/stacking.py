@@ -14,6 +14,7 @@ run's default RNG would have.
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 
 import torch
@@ -144,8 +145,10 @@ class SoloNets:
     def parameters(self) -> list[torch.Tensor]:
         return list(self.model.parameters())
 
+    @functools.cached_property
     def layers(self) -> tuple[list[Layer], list[Layer]]:
-        """(weight, bias) of the encoder's and the decoder's layers, for `vaeviz.analytic`."""
+        """(weight, bias) of the encoder's and the decoder's layers, for `vaeviz.analytic` (the tensors
+        themselves, updated in place by the optimiser, so found once)."""
         enc, dec = self.model.encoder, self.model.decoder
         return ([(m.weight, m.bias) for m in [*linear_chain(enc.body), enc.head.out]],
                 [(m.weight, m.bias) for m in [*linear_chain(dec.body), dec.out]])
@@ -182,6 +185,7 @@ class StackedNets:
         return [*self.enc.params.values(), *self.dec.params.values(),
                 *(p for o in self.objectives for p in o.parameters())]
 
+    @functools.cached_property
     def layers(self) -> tuple[list[Layer], list[Layer]]:
         return self.enc.layers(), self.dec.layers()
 

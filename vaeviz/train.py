@@ -123,9 +123,8 @@ class Trainer:
     def backward(self, x: torch.Tensor, t: int) -> Results:
         """Each group's losses on batch x at step t, with the gradient of their sum in every trained `.grad`."""
         if self.plan.analytic:
-            head = self.members[0].s.model.encoder.head
-            return analytic.backprop(*self.nets.layers(), head.posterior, x.flatten(self.nets.lead + 1),
-                                     self._noise, lambda p: self._losses_and_grads(p, t))
+            return analytic.backprop(*self.nets.layers, self.members[0].s.model.encoder.head.posterior,
+                                     x.flatten(self.nets.lead + 1), self._noise, lambda p: self._losses_and_grads(p, t))
         if self.plan.compiled is not None:
             return self._compiled_backward(x, t)
         return self._autograd_backward(x, t)

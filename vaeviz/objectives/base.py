@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vaeviz.distributions import Posterior
@@ -61,7 +60,7 @@ class Pass:
         """Mean squared error per data dimension, averaged over the batch: a scalar ((K,) for a group).
         Logged only, so computed without a gradient."""
         with torch.no_grad():
-            return F.mse_loss(self.x_mean, self.x, reduction="none").mean((-2, -1))
+            return (self.x_mean - self.x).pow_(2).mean((-2, -1))
 
 
 def forward_pass(model: VAEModel, x: torch.Tensor) -> Pass:
