@@ -25,8 +25,12 @@ PAGES = {
 }
 
 page = st.navigation(PAGES)
+badge = None
 try:
-    common.sidebar()
+    badge = common.sidebar()
     page.run()
 except Exception as exc:  # noqa: BLE001 - no traceback ever reaches a page
     common.show_error(exc)
+finally:  # also after st.stop(): the badge counts what the page just launched
+    if badge is not None:
+        common.queue_badge(badge)

@@ -135,3 +135,70 @@ def test_grid_on_an_orthonormal_projection_matches_the_projected_mixture():
     np.testing.assert_allclose(g.log_p, log_prior(np.stack([gx, gy], -1).reshape(-1, 2)).reshape(12, 12))
     with pytest.raises(ValueError, match="orthonormal"):
         AggregatePosterior().fit(mu, logvar).grid(3.0, 4, basis=2 * basis)
+
+
+# ----------------------------------------------------------------------------- q(z) from a model's training posteriors
+
+
+class KnownEncoder(torch.nn.Module):
+    """An encoder whose posteriors are given: each row of x is [μ (L), log σ² (L)]."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.latent_dim, self.p = dim, torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+
+    def encode(self, x):
+        from vaeviz.distributions import Posterior
+
+        return Posterior(x[:, : self.latent_dim], logvar=x[:, self.latent_dim :])
+
+
+def _posteriors_of_the_prior(n: int, seed: int, sigma: float = 0.1, dim: int = 2) -> np.ndarray:
+    """n posteriors N(μ_i, σ²I) with μ_i ~ N(0, (1 − σ²)I): their mixture's expectation is exactly N(0, I)."""
+    mu = np.random.default_rng(seed).standard_normal((n, dim)) * math.sqrt(1 - sigma**2)
+    return np.concatenate([mu, np.full((n, dim), 2 * math.log(sigma))], 1)  # (n, 2L) rows [μ, log σ²]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_holes_and_marginal_kl_vanish_as_components_grow_where_q_is_the_prior(seed):
+    """Issue 14's known answer: 200 / 2,000 / 20,000 components gave a marginal KL of 0.403 / 0.068 / 0.009
+    nats and a hole fraction of 18.9% / 1.8% / 0.2%. A finite mixture is a sample estimate of q(z): its gaps
+    overestimate both, by less as N grows (here nested subsets of one training split, through `_holes`)."""
+    from vaeviz.analysis.evaluate import EvalSettings, _holes
+
+    enc, x = KnownEncoder(2), _posteriors_of_the_prior(20_000, seed)
+    got = {n: _holes(enc, x, EvalSettings(n_components=n, n_samples=10_000, seed=seed)) for n in (200, 2000, 20_000)}
+    assert [got[n]["n_components"] for n in got] == [200, 2000, 20_000]
+    holes, kl = [got[n]["hole_fraction"] for n in got], [got[n]["marginal_kl"] for n in got]
+    assert holes[0] > holes[1] > holes[2] and kl[0] > kl[1] > kl[2]  # monotone in N
+    assert 0.08 < holes[0] < 0.30 and 0.004 < holes[1] < 0.04 and holes[2] < 0.006
+    assert 0.25 < kl[0] < 0.70 and 0.035 < kl[1] < 0.13 and 0.0 <= kl[2] < 0.025
+    assert kl[0] > 3 * kl[1] > 9 * kl[2]  # about 1/N: each tenfold N cuts the KL by well over 3
+
+
+def test_fit_aggregate_takes_every_training_posterior_up_to_the_cap():
+    from vaeviz.analysis.aggregate import components_that_fit, fit_aggregate
+
+    enc, x = KnownEncoder(2), _posteriors_of_the_prior(300, seed=3)
+    small = fit_aggregate(enc, x[:25])  # a small split: all of it
+    assert small.n_components_ == 25 and small.bandwidth is None
+    np.testing.assert_array_equal(small.mu_, x[:25, :2])
+    np.testing.assert_allclose(small.var_, 0.01)
+    assert fit_aggregate(enc, x, n_components=120).n_components_ == 120  # the first 120
+    assert components_that_fit(2, full=False, max_bytes=8) == 1  # a budget below one component: still one
+    assert components_that_fit(2, False, 8 * 11 * 100) == 100  # 11 floats each: K = 5, μ 2, σ² twice 4
+    assert fit_aggregate(enc, x, max_bytes=8 * 11 * 100).n_components_ == 100  # what fits in memory
+    assert components_that_fit(512, full=True) < 200 < components_that_fit(16, full=True)
+
+
+def test_log_density_chunks_points_when_features_outnumber_components():
+    """A full covariance has L(L+1)/2 + L + 1 features per point: chunks bound those too."""
+    rng = np.random.default_rng(10)
+    mu, a = rng.normal(size=(3, 6)), rng.normal(size=(3, 6, 6)) * 0.2
+    tril = np.tril(a, -1) + np.eye(6)
+    z = rng.normal(size=(40, 6))
+    oracle = MixtureSameFamily(Categorical(torch.ones(3, dtype=torch.float64)),
+                               MultivariateNormal(torch.tensor(mu), scale_tril=torch.tensor(tril)))
+    got = AggregatePosterior(chunk_elements=30).fit(mu, scale_tril=tril).log_density(z)  # 28 features > 3 comps
+    np.testing.assert_allclose(got, oracle.log_prob(torch.tensor(z)).numpy(), atol=1e-8)
+    assert AggregatePosterior().fit(mu, scale_tril=tril).log_density(np.zeros((0, 6))).shape == (0,)

@@ -84,8 +84,20 @@ def test_iwae_chunking_does_not_change_the_estimate():
     model, obj, x, _ = _setup(exact=False, n=50)
     a = iwae_per_example(model, obj, x, k=64, chunk=50 * 64)
     b = iwae_per_example(model, obj, x, k=64, chunk=7)
+    c = iwae_per_example(model, obj, x, k=64, batch=3)
     assert a.shape == (50,)
-    assert np.isfinite(b).all() and abs(a.mean() - b.mean()) < 0.05  # same bound, other samples
+    np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-5)  # the noise of example i is fixed: the same samples
+    np.testing.assert_allclose(c, a, rtol=1e-6, atol=1e-5)
+    assert not np.allclose(iwae_per_example(model, obj, x, k=64, seed=1), a, atol=1e-3)  # another seed: others
+
+
+def test_elbo_terms_do_not_depend_on_the_chunk_size():
+    model, obj, x, _ = _setup(exact=False, n=300)
+    whole = elbo_terms(model, obj, x, batch=300)
+    for batch in (1, 7, 256):
+        got = elbo_terms(model, obj, x, batch=batch)
+        for key, value in whole.items():
+            assert got[key] == pytest.approx(value, rel=1e-6), (batch, key)
 
 
 def test_elbo_terms_match_the_closed_form_elbo():
@@ -120,6 +132,9 @@ def test_sigma_free_nll_closed_form():
     sigma2 = float((x - 0.5).double().pow(2).mean())
     expected = 3.0 * (math.log(2 * math.pi * sigma2) + 1.0)
     assert sigma_free_nll(HalfDecoder(), obj, x, batch=33) == pytest.approx(expected, rel=1e-9)
+    x_train = 0.5 + 0.5 * (x - 0.5)  # half the error: σ*² of the training split is a quarter of x's MSE
+    expected = 3.0 * (math.log(2 * math.pi * sigma2 / 4) + 4.0)  # d/2 (log 2πσ*² + r), r = MSE_x / MSE_train = 4
+    assert sigma_free_nll(HalfDecoder(), obj, x, batch=33, x_train=x_train) == pytest.approx(expected, rel=1e-6)
 
 
 def test_deterministic_encoder_has_no_iwae():

@@ -20,7 +20,8 @@ FITS = [[], ["objective.decoder=gaussian", "objective.sigma=0.3"],
         ["objective.name=beta_vae", "objective.beta=3", "objective.schedule=linear", "objective.warmup_steps=20"],
         ["objective.name=beta_vae", "objective.beta=0.5", "objective.decoder=gaussian", "objective.sigma=0.05"],
         ["objective.name=sigma_vae"], ["objective.name=sigma_vae", "objective.sigma_min=0.5"],  # floored σ*
-        ["objective.name=geco", "objective.kappa=0.05", "objective.nu=3", "objective.alpha=0.5"]]
+        ["objective.name=geco", "objective.kappa=0.05", "objective.nu=3", "objective.alpha=0.5"],
+        ["objective.name=sigma_vae", "objective.variance=per_image_closed_form"]]  # one σ*²_i per row
 AUTOGRAD_ONLY = [["model.covariance=full"], ["model.arch=conv", "model.hidden=8,16"],
                  ["objective.name=sigma_vae", "objective.variance=global_learned"],
                  ["objective.name=sigma_vae", "objective.variance=per_dim"],
@@ -62,6 +63,25 @@ def _one_backward(trainer: Trainer, x: torch.Tensor, step: int) -> dict:
     return {"grads": {n: p.grad.numpy().copy() for n, p in member.s.model.named_parameters()},
             "terms": {n: float(v) for n, v in losses.terms.items()},
             "state": {n: v.numpy().copy() for n, v in member.s.objective.state_dict().items()}}
+
+
+def test_per_image_sigma_gradients_equal_autograd_with_the_floor_binding_half_the_batch():
+    """σ*²_i = max(‖x_i − g(z_i)‖²/d, σ_min²) per row: with σ_min² at the median image MSE, half the rows sit on
+    the hard floor and half on their own MSE, and the hand-derived gradient still equals autograd's in float64."""
+    per_image = ["objective.name=sigma_vae", "objective.variance=per_image_closed_form"]
+    probe = _trainer64(per_image, "autograd")
+    x = probe.members[0].x[:40]
+    _one_backward(probe, x, 6)
+    median = float(probe.members[0].s.objective.sigma2_images.median())
+    floored = [*per_image, f"objective.sigma_min={median ** 0.5!r}"]
+    fast, slow = _trainer64(floored, "auto"), _trainer64(floored, "autograd")
+    assert fast.analytic and not slow.analytic
+    got, expected = _one_backward(fast, x, 6), _one_backward(slow, x, 6)
+    sigma2 = slow.members[0].s.objective.sigma2_images
+    assert 0 < int((sigma2 == sigma2.min()).sum()) < len(x) and float(sigma2.min()) == pytest.approx(median)
+    for name, grad in expected["grads"].items():
+        np.testing.assert_allclose(got["grads"][name], grad, rtol=1e-9, atol=1e-12, err_msg=name)
+    np.testing.assert_array_equal(fast.members[0].s.objective.sigma2_images.numpy(), sigma2.numpy())
 
 
 def test_every_registered_output_gradient_is_checked_and_selected_by_exact_class():

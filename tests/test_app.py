@@ -125,6 +125,65 @@ def test_query_params_pick_run_and_step(homes, monkeypatch, no_worker):
     assert '"heatmap"' in chart.proto.spec  # σ² curves beside the per-pixel σ² map
 
 
+def test_form_links_preset_names_and_comparisons_follow_the_config():
+    """The link of a form holds only what differs from the defaults and gives the form back; a preset's run name
+    takes a suffix when taken; a comparison from a Gaussian-decoder run keeps the decoder where it means the same."""
+    from vaeviz import app_state
+    from vaeviz.presets import preset_config
+
+    cfg = preset_config("mixture-2d").with_overrides({"objective.name": "beta_vae", "objective.beta": 0.5})
+    form = app_state.form_of(cfg)
+    values = {k.split(":")[-1]: v for k, v in form.items()}
+    link = app_state.form_params(values, "mixture-2d")
+    assert link == {"data.name": "gaussian_mixture", "model.hidden": "64,64", "objective.name": "beta_vae",
+                    "objective.decoder": "gaussian", "objective.sigma": "0.05", "objective.beta": "0.5",
+                    "preset": "mixture-2d"}
+    assert app_state.form_from_params(link) == (form, [])
+    assert app_state.form_from_params({"objective.sigma": "20", "data.path": "/etc/passwd"})[1] == [
+        "objective.sigma=20"]  # refused; a path is never read from a link
+    assert app_state.preset_run_name("micro-mnist-2d", "vae", []) == "micro-mnist-2d"
+    assert app_state.preset_run_name("micro-mnist-2d", "vae", ["micro-mnist-2d", "micro-mnist-2d-2"]) == \
+        "micro-mnist-2d-3"
+    assert app_state.preset_run_name("mixture-2d", "beta_vae", []) == "mixture-2d-beta_vae"
+    vae, beta = app_state.comparison_configs(preset_config("mixture-2d"), ["vae", "beta_vae"])
+    assert (beta.objective.decoder, beta.objective.sigma) == ("gaussian", 0.05) == (vae.objective.decoder,
+                                                                                    vae.objective.sigma)
+
+
+def test_tiling_draws_a_small_training_split_whole(monkeypatch, no_worker, tmp_path, data_dir):
+    """Micro-MNIST (7 training images): the tiling shows the training split by default and says so, all 7
+    posteriors with their decoded images on the plot and in a strip beside it; the points slider starts at 1."""
+    import json
+
+    monkeypatch.setenv("VAEVIZ_DATA_DIR", str(data_dir))
+    store = RunStore(tmp_path / "micro")
+    run_id = make_run(store, {"data.name": "mnist", "data.n": 7, "train.batch_size": 7, "model.hidden": "64,32",
+                              "train.steps": 100, "train.eval_every": 50, "train.checkpoint_every": 50})
+    at = page(app(store, monkeypatch, run=run_id), "tiling")
+    assert not problems(at)
+    assert at.radio(key="tile_split").value == "training"
+    assert any("all 7 training examples" in c.value for c in at.caption)
+    assert at.select_slider(key="scrub_tiling_train").value == 100
+    assert at.select_slider(key="tile_n_train").options[0] == "1" and at.select_slider(key="tile_n_train").value == 7
+    tiles, strip = (json.loads(c.proto.spec) for c in at.get("plotly_chart"))
+    assert len(tiles["layout"]["images"]) == 7  # each example's g(μ) at its μ
+    assert [t["text"] for t in tiles["data"] if t.get("name") == "examples"] == [[str(i) for i in range(1, 8)]]
+    assert strip["layout"]["xaxis"]["ticktext"] == [str(i) for i in range(1, 8)]
+    at.select_slider(key="tile_n_train").set_value(1).run()
+    assert len(json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["images"]) == 1
+    at.radio(key="tile_split").set_value("held-out").run()
+    assert not problems(at) and at.select_slider(key="tile_n").options[0] == "1"
+    assert any("Held-out split" in c.value for c in at.caption)
+
+
+def test_tiling_of_a_large_training_split_shows_the_held_out_probe(homes, monkeypatch, no_worker):
+    store, ids = homes["finished"]
+    at = page(app(store, monkeypatch, run=ids["geco"]), "tiling")
+    assert not at.get("radio") or "tile_split" not in [r.key for r in at.radio]
+    assert any("Held-out split" in c.value for c in at.caption)
+    assert at.select_slider(key="tile_n").options[0] == "1"
+
+
 def test_traversal_slider_changes_the_decoded_image(homes, monkeypatch, no_worker):
     store, ids = homes["finished"]
     at = page(app(store, monkeypatch, run=ids["sigma"]), "traversals")
@@ -173,8 +232,58 @@ def test_preset_fills_the_form(homes, monkeypatch, no_worker, tmp_path):
     (rec,) = store.list_runs()
     want = RunConfig().with_overrides({"data.name": "digits", "model.hidden": "32", "model.latent_dim": 8,
                                        "objective.name": "sigma_vae", "objective.variance": "global_closed_form",
-                                       "train.steps": 20})
+                                       "train.steps": 20, "name": "sigma-vae-digits"})
     assert rec.config.to_dict() == want.to_dict()
+    assert rec.name == "sigma-vae-digits"  # a run launched from a preset is named after it
+    at.button(key="launch").click().run()
+    assert sorted(r.name for r in store.list_runs()) == ["sigma-vae-digits", "sigma-vae-digits-2"]
+
+
+def test_objective_switch_after_a_preset_keeps_the_knobs_that_mean_the_same(monkeypatch, no_worker, tmp_path):
+    """Preset mixture-2d (Gaussian decoder, σ = 0.05), then β-VAE: decoder and σ stay, and the page says so;
+    then σ-VAE, which has neither knob: the page names both as dropped."""
+    store = RunStore(tmp_path / "switch")
+    at = app(store, monkeypatch)
+    at.selectbox(key="preset").set_value("mixture-2d").run()
+    at.selectbox(key="cfg:objective.name").set_value("beta_vae").run()
+    assert at.selectbox(key="cfg:beta_vae:objective.decoder").value == "gaussian"
+    assert at.number_input(key="cfg:beta_vae:objective.sigma").value == 0.05
+    assert [i.value for i in at.info] == [plain("Kept from vae: objective.decoder = gaussian, objective.sigma = 0.05.")]
+    at.number_input(key="cfg:train.steps").set_value(20).run()
+    at.button(key="launch").click().run()
+    assert not problems(at)
+    (rec,) = store.list_runs()
+    assert rec.config.objective.to_dict() == {**RunConfig().with_overrides({"objective.name": "beta_vae"}).objective
+                                              .to_dict(), "decoder": "gaussian", "sigma": 0.05}
+    assert rec.name == "mixture-2d-beta_vae" and rec.config.data.name == "gaussian_mixture"
+    at.selectbox(key="cfg:objective.name").set_value("sigma_vae").run()
+    (note,) = [i.value for i in at.info]
+    for words in ("objective.decoder = gaussian dropped (sigma_vae has no such knob)",
+                  "objective.sigma = 0.05 dropped"):
+        assert plain(words) in note, note
+
+
+def test_the_train_form_survives_a_reload(monkeypatch, no_worker, tmp_path):
+    """The form's non-default values are in the link; a new session on that link (a reload) shows them, and a
+    value the config refuses is left at its default with a notice."""
+    store = RunStore(tmp_path / "reload")
+    at = app(store, monkeypatch)
+    at.selectbox(key="preset").set_value("mixture-2d").run()
+    at.selectbox(key="cfg:objective.name").set_value("beta_vae").run()
+    at.number_input(key="cfg:beta_vae:objective.beta").set_value(0.5)
+    at.number_input(key="cfg:train.steps").set_value(300).run()
+    link = dict(at.query_params)
+    assert link["objective.name"] == "beta_vae" and link["objective.sigma"] == "0.05" and link["preset"] == "mixture-2d"
+    assert "train.lr" not in link  # defaults stay out of the link
+    again = app(store, monkeypatch, **link)
+    assert again.selectbox(key="cfg:objective.name").value == "beta_vae"
+    assert again.selectbox(key="cfg:beta_vae:objective.decoder").value == "gaussian"
+    assert (again.number_input(key="cfg:beta_vae:objective.beta").value, again.number_input(key="cfg:train.steps")
+            .value, again.selectbox(key="cfg:data.name").value) == (0.5, 300, "gaussian_mixture")
+    assert again.selectbox(key="preset").value == "mixture-2d"
+    bad = app(store, monkeypatch, **{**link, "train.steps": "-4"})
+    assert bad.number_input(key="cfg:train.steps").value == 2000
+    assert any("train.steps=-4" in t.value.replace("\\", "") for t in bad.toast)
 
 
 @pytest.mark.parametrize("setting, message", [
@@ -308,14 +417,61 @@ def test_traversal_samples_decode_the_samplers_saved_by_training(homes, monkeypa
 
 
 def test_compare_metrics_table_comes_from_vaeviz_eval(homes, monkeypatch, no_worker):
+    """The metrics table (the page's last chart) holds every `vaeviz eval` key but the Fréchet distances
+    (n_components among them, as a count); those sit side by side, one column per sampler, in a table of their
+    own just above it (issue 14)."""
+    from vaeviz.data import load_dataset
+
     store, ids = homes["finished"]
     at = page(app(store, monkeypatch, run=ids["geco"]), "compare")
     at.button(key="cmp_eval").click().run()
     assert not problems(at)
-    table = at.get("plotly_chart")[-1].proto.spec
-    for key in ("elbo", "nll_sigma_free", "iwae", "hole_fraction", "marginal_kl", "fd_gmm"):
-        assert f'"{key}"' in table
-    assert all(store.get(i).name in table for i in ids.values())
+    specs = [c.proto.spec for c in at.get("plotly_chart")[-2:]]
+    fd, table = (json.loads(spec)["data"][0] for spec in specs)
+    metrics = table["cells"]["values"][0]
+    for key in ("elbo", "nll_sigma_free", "iwae", "hole_fraction", "marginal_kl", "n_components"):
+        assert key in metrics
+    assert not {"fd_prior", "fd_gaussian", "fd_gmm"} & set(metrics)
+    counts = {table["cells"]["values"][1][metrics.index("n_components")],
+              table["cells"]["values"][2][metrics.index("n_components")]}
+    n_train = len(load_dataset(store.get(ids["geco"]).config.data).x_train)
+    assert counts == {str(min(10_000, n_train))}  # all the training posteriors of digits, printed as a count
+    assert fd["header"]["values"] == ["run", "prior N(0, I) · fd_prior", "single Gaussian · fd_gaussian",
+                                      "GMM (k = 10) · fd_gmm"]
+    assert sorted(fd["cells"]["values"][0]) == sorted(literal(store.get(i).name) for i in ids.values())
+    assert all(float(v) > 0 for column in fd["cells"]["values"][1:] for v in column)
+    assert all(store.get(i).name in specs[1] for i in ids.values())
+
+
+def test_holes_fits_q_to_the_training_posteriors_of_the_checkpoint(homes, monkeypatch, no_worker):
+    """Issue 14: q(z) is the mixture of every training posterior of the chosen checkpoint, its number shown with
+    the direction of its bias; for L = 3 the headline is over all 3 dimensions and the figure matching the map is
+    the hole fraction of the 2-D marginal on the chosen axes."""
+    from vaeviz.analysis.aggregate import fit_aggregate
+    from vaeviz.build import load_run
+
+    store, ids = homes["finished"]
+    at = page(app(store, monkeypatch, run=ids["sigma"], step="100"), "holes")
+    assert not problems(at) and at.select_slider(key="scrub_holes").value == 100
+    setup, _ = load_run(store.get(ids["sigma"]).config, store.artifact_dir(ids["sigma"]), 100)
+    agg = fit_aggregate(setup.model, setup.data.x_train)
+    assert agg.n_components_ == len(setup.data.x_train) > 1000  # all of digits' training split
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["components N"] == f"{agg.n_components_:,}" and metrics["checkpoint step"] == "100"
+    assert metrics["hole fraction"] == f"{agg.hole_fraction(0.1, 5000):.1%}"
+    assert metrics["marginal KL(q‖p)"] == f"{agg.marginal_kl(5000):.3f} nats"
+    assert any("sample estimate" in c.value and "overestimated" in c.value for c in at.caption)
+    for dims in [(0, 1), (0, 2)]:
+        if dims != (0, 1):
+            at.selectbox(key="hy").set_value(dims[1]).run()
+        text = " ".join(m.value for m in at.markdown)
+        marginal = agg.marginal(dims)
+        assert "over all 3 latent dimensions" in text and f"z{dims[1] + 1} against the 2-D prior" in text
+        assert f"**{marginal.hole_fraction(0.1, 5000):.1%}**" in text
+        chart = json.loads(at.get("plotly_chart")[0].proto.spec)
+        assert f"hole fraction {marginal.hole_fraction(0.1, 5000):.3f}" in chart["layout"]["title"]["text"]
+    at = page(app(store, monkeypatch, run=ids["geco"]), "holes")  # L = 2: the map is all of q
+    assert not problems(at) and "over all" not in " ".join(m.value for m in at.markdown)
 
 
 def test_cancel_from_the_train_page(monkeypatch, no_worker, tmp_path):

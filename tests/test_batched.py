@@ -37,11 +37,23 @@ def test_grouped_runs_keep_their_own_beta_and_sigma():
     _assert_batch_matches_solo(cfgs)
 
 
+def _spoil_after_step_0(member) -> None:
+    """NaN training inputs from step 1 on. The step-0 evaluation reads the training split too (σ* and NLL* are
+    calibrated on it), so the data are spoiled right after it: the run diverges in training, at step 1."""
+    evaluate = member.evaluate
+
+    def evaluate_then_spoil(t):
+        evaluate(t)
+        member.x[:] = float("nan")
+
+    member.evaluate = evaluate_then_spoil
+
+
 def test_a_diverging_member_of_a_group_ends_alone():
     cfgs = _cfgs(100, ["train.seed=0"], ["train.seed=1"], ["train.seed=2"])
     sinks = [MemorySink() for _ in cfgs]
     trainer = Trainer(cfgs, sinks)
-    trainer.members[1].x[:] = float("nan")
+    _spoil_after_step_0(trainer.members[1])
     results = trainer.run()
     assert isinstance(results[1], Diverged) and results[1].step == 1
     for k in (0, 2):
@@ -91,9 +103,9 @@ def test_a_diverging_member_ends_alone():
     cfgs = _cfgs(300, ["train.seed=0"], ["train.seed=1"])
     cfgs[1] = cfgs[1].with_overrides(["objective.name=beta_vae", "objective.beta=1"])
     sinks = [MemorySink() for _ in cfgs]
-    # make member 1 diverge by poisoning its data after the build: NaN inputs from step 1
+    # make member 1 diverge by poisoning its data after the step-0 evaluation: NaN inputs from step 1
     trainer = Trainer(cfgs, sinks)
-    trainer.members[1].x[:] = float("nan")
+    _spoil_after_step_0(trainer.members[1])
     results = trainer.run()
     assert isinstance(results[1], Diverged) and results[1].step == 1
     assert results[0].steps == 300 and sinks[0].series("loss")[0].tolist() == list(range(1, 301))

@@ -4,6 +4,9 @@ Launch a digits run from the Train page, watch the live chart gain points, reloa
 run still progressing, open every explore page, move a traversal slider, compare two runs. Then a store whose
 run names and error messages are markdown and HTML pointing at a local server: every page shows them as text
 and the browser never requests their URLs; an uploaded .npz is validated without naming server paths.
+Classroom traps (issue 15): a preset, then another objective, launched: the stored config keeps the preset's
+decoder and σ, the sidebar badge counts the run without a reload, a reload keeps the form, and the header has no
+Deploy button; Micro-MNIST's 7 training images appear on the tiling page.
 Screenshots of every page go to test-artifacts/browser/ (gitignored).
 
 Every wait polls for its condition with a generous timeout: nothing here assumes how fast the machine is.
@@ -102,10 +105,10 @@ def train_done(store: RunStore, overrides: dict, name: str | None = None) -> str
 
 
 @contextlib.contextmanager
-def serve(store: RunStore):
-    """`streamlit run app.py` on a free port over `store`; yields its URL."""
+def serve(store: RunStore, **extra_env):
+    """`streamlit run app.py` on a free port over `store` (and `extra_env`); yields its URL."""
     port = free_port()
-    env = {**os.environ, "VAEVIZ_HOME": str(store.home), "VAEVIZ_OFFLINE": "1"}
+    env = {**os.environ, "VAEVIZ_HOME": str(store.home), "VAEVIZ_OFFLINE": "1", **extra_env}
     cmd = [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless", "true",
            "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
            "--server.fileWatcherType", "none"]
@@ -386,3 +389,100 @@ def test_names_and_messages_are_text_and_fetch_nothing(hostile_server, browser):
 
         assert not [r for r in requests if f":{port}" in r], requests
     assert hits == []
+
+
+# -- classroom traps (issue 15) ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def empty_server(tmp_path_factory):
+    store = RunStore(tmp_path_factory.mktemp("switch_home"))
+    with serve(store) as url:
+        yield url, store
+
+
+def pick(pg, key: str, option: str) -> None:
+    """Choose `option` in the selectbox of widget key `key`."""
+    pg.locator(f".st-key-{key} input[role=combobox]").click()
+    pg.get_by_role("option", name=option, exact=True).click()
+    settle(pg)
+
+
+def sidebar_text(pg) -> str:
+    """What the sidebar shows below the navigation (the queue badge first)."""
+    return pg.locator('[data-testid="stSidebarUserContent"]').inner_text()
+
+
+def test_preset_then_objective_switch_keeps_the_decoder(empty_server, browser):
+    """mixture-2d (Gaussian decoder, σ = 0.05), then β-VAE, launched: the stored run keeps decoder and σ, the page
+    said so, the badge counts the run at once, a reload keeps the form, and there is no Deploy button."""
+    url, store = empty_server
+    with contextlib.closing(new_page(browser)) as pg:
+        pg.goto(url)
+        settle(pg)
+        until(lambda: "idle" in sidebar_text(pg), "the queue badge")
+        assert pg.get_by_role("button", name="Deploy").count() == 0
+        pick(pg, "preset", "mixture-2d")
+        pick(pg, "cfg-objective-name", "beta_vae")
+        note = "Kept from vae: objective.decoder = gaussian, objective.sigma = 0.05."
+        until(lambda: note in page_text(pg), "the note on the knobs kept")
+        set_number(pg, "steps", 1_000_000)  # still training when the badge is read
+        pg.get_by_role("button", name="Launch").click()
+        until(lambda: store.list_runs(), "the run to be created")
+        (rec,) = store.list_runs()
+        assert rec.config.objective.name == "beta_vae" and rec.name == "mixture-2d-beta_vae"
+        assert (rec.config.objective.decoder, rec.config.objective.sigma) == ("gaussian", 0.05)
+        assert rec.config.data.name == "gaussian_mixture" and rec.config.model.hidden == [64, 64]
+        until(lambda: re.search(r"1 running · 0 queued|0 running · 1 queued", sidebar_text(pg)),
+              "the badge to count the new run without a reload")
+        shot(pg, "train_switch")
+        store.request_cancel(rec.id)
+        until(lambda: "idle" in sidebar_text(pg), "the badge to say idle once the run ended, without a reload")
+
+        link = pg.url
+        pg.reload()
+        settle(pg)
+        for key, want in [("cfg-objective-name", "beta_vae"), ("cfg-beta_vae-objective-decoder", "gaussian"),
+                          ("preset", "mixture-2d")]:
+            until(lambda k=key, w=want: w in pg.locator(f".st-key-{k}").inner_text(), f"{key} = {want} from {link}")
+        for label, want in [("sigma", "0.05"), ("steps", "1000000")]:  # (a number input is drawn, then filled)
+            until(lambda k=label, w=want: pg.get_by_label(k, exact=True).input_value() == w, f"{label} = {want}")
+
+
+@pytest.fixture(scope="module")
+def micro_server(tmp_path_factory):
+    """The app over one Micro-MNIST run (preset micro-mnist-2d, shortened); skipped without the MNIST files."""
+    from conftest import shared_data_dir
+
+    data = shared_data_dir()
+    if data is None or not (data / "mnist" / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip("real MNIST files not found: set VAEVIZ_DATA_DIR or place ../shared/data/mnist beside the repo")
+    os.environ["VAEVIZ_DATA_DIR"] = str(data)
+    from vaeviz.presets import preset_config
+
+    store = RunStore(tmp_path_factory.mktemp("micro_home"))
+    cfg = preset_config("micro-mnist-2d").with_overrides({"train.steps": 600, "train.eval_every": 200,
+                                                          "train.checkpoint_every": 200})
+    run_id = store.create_run(cfg, worker_pid=os.getpid())
+    train(cfg, store.sink(run_id), workdir=store.artifact_dir(run_id))
+    store.set_status(run_id, "done", device="cpu")
+    with serve(store, VAEVIZ_DATA_DIR=str(data)) as url:
+        yield url, store, run_id
+
+
+def test_micro_mnist_tiling_shows_the_seven_training_images(micro_server, browser):
+    url, store, run_id = micro_server
+    with contextlib.closing(new_page(browser)) as pg:
+        pg.goto(f"{url}/tiling?run={run_id}")
+        pg.wait_for_selector(".st-key-tiling_chart .js-plotly-plot")
+        settle(pg)
+        no_exception(pg)
+        assert "Training split: all 7 training examples" in page_text(pg)
+        assert store.get(run_id).name == "micro-mnist-2d"
+        figure = "() => document.querySelector('.st-key-tiling_chart .js-plotly-plot')"
+        until(lambda: pg.evaluate(f"({figure})().layout.images.length") == 7, "the 7 decoded images on the tiling")
+        labels = pg.evaluate(f"({figure})().data.filter(t => t.name === 'examples')[0].text")
+        assert labels == [str(i) for i in range(1, 8)]
+        assert pg.locator(".st-key-tiling_chart image").count() >= 7  # drawn, not just declared
+        pg.wait_for_selector(".st-key-tiling_strip .js-plotly-plot")
+        shot(pg, "tiling_micro_mnist")

@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -183,6 +184,25 @@ def test_eval_prints_json(capsys, trained):
     assert code == 0 and isinstance(result, dict) and result
 
 
+@pytest.mark.parametrize("objective", [["objective.name=sigma_vae", "objective.variance=global_closed_form"],
+                                       ["objective.name=geco", "objective.kappa=0.2"]], ids=["sigma_vae", "geco"])
+def test_eval_batch_flag_does_not_change_the_metrics(capsys, objective):
+    """σ* is the training split's and the noise is fixed per example: one fixed model, whatever the chunk."""
+    code, out, err = _run(capsys, "train", *_sets(*SMALL, *objective))
+    assert code == 0, err
+    rid = out.splitlines()[0].removeprefix("run: ")
+    results = {}
+    for batch in ("1", "7", "500", "1000000"):  # the last: the whole eval split in one chunk
+        code, out, err = _run(capsys, "eval", rid, "--json", "--batch", batch)
+        assert code == 0, err
+        results[batch] = json.loads(out)
+    for key in ("elbo", "distortion", "iwae", "rate", "nll_sigma_free"):
+        whole = results["1000000"][key]
+        assert math.isfinite(whole), key
+        for batch, r in results.items():
+            assert r[key] == pytest.approx(whole, rel=1e-6), (key, batch)
+
+
 def test_worker_command_exits_when_idle(capsys):
     code, out, _ = _run(capsys, "worker", "--exit-when-idle", "--poll", "0.05")
     assert code == 0 and out.strip().endswith("finished 0 run(s)")
@@ -234,6 +254,31 @@ def test_sweep_trains_every_combination_as_one_batch(vaeviz_home):
                                             "objective=vae seed=0", "objective=vae seed=1"]
     bad = subprocess.run(cmd[:-4] + ["--vary", "objective.beta"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "key=v1,v2" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_an_objective_switch_after_a_preset_keeps_the_knobs_that_mean_the_same(capsys, monkeypatch):
+    """`--set objective.name=beta_vae` after preset mixture-2d keeps its Gaussian decoder and σ = 0.05, silently;
+    a switch to an objective without those knobs says so on stderr, once per knob however many runs."""
+    monkeypatch.setattr("vaeviz.cli.ensure_worker", lambda store: None)  # queued only: the configs are the point
+    code, out, err = _run(capsys, "sweep", "--preset", "mixture-2d", "--set", "objective.name=beta_vae",
+                          "--vary", "train.seed=0,1", "--background")
+    assert code == 0 and "note:" not in err, err
+    runs = RunStore().list_runs()
+    assert len(runs) == 2
+    for r in runs:
+        assert r.config.objective.name == "beta_vae" and r.config.data.name == "gaussian_mixture"
+        assert (r.config.objective.decoder, r.config.objective.sigma) == ("gaussian", 0.05)
+    code, out, err = _run(capsys, "sweep", "--preset", "mixture-2d", "--vary", "objective.name=beta_vae,rae",
+                          "--vary", "train.seed=0,1", "--background")
+    assert code == 0
+    assert [line for line in err.splitlines() if line.startswith("note: ")] == [
+        "note: objective.decoder = gaussian dropped (rae has no such knob)",
+        "note: objective.sigma = 0.05 dropped (rae has no such knob)"]
+    code, out, err = _run(capsys, "train", "--preset", "beta-vae-annealed-digits", "--set", "objective.name=beta_tcvae",
+                          "--set", "objective.gamma=2", "--background")
+    assert code == 0 and out.startswith("run: ")
+    assert "note: objective.beta: 2 → 6 (beta_tcvae's beta is another knob: weight β of the total correlation)" in err
+    assert RunStore().get(out.split()[1]).config.objective.beta == 6.0
 
 
 # ----------------------------------------------------------------------------- preflight: refused before a run exists

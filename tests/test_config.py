@@ -43,8 +43,76 @@ def test_invalid_values_name_key_value_and_allowed(pair, words):
 
 def test_switching_objective_drops_old_knobs():
     cfg = RunConfig().with_overrides(["objective.name=beta_vae", "objective.beta=2"])
-    assert cfg.with_overrides(["objective.name=vae"]).objective.to_dict() == {
+    notes = []
+    assert cfg.with_overrides(["objective.name=vae"], notes).objective.to_dict() == {
         "name": "vae", "decoder": "bernoulli", "sigma": 0.1}
+    assert [str(n) for n in notes] == ["objective.beta = 2 dropped (vae has no such knob)"]
+
+
+MIXTURE = ["objective.decoder=gaussian", "objective.sigma=0.05"]  # preset mixture-2d's objective knobs
+
+
+@pytest.mark.parametrize("new", ["beta_vae", "beta_tcvae", "vae"])
+def test_knobs_that_mean_the_same_carry_over_silently(new):
+    """decoder and σ are the VAE's knobs, inherited by β-VAE and β-TCVAE: a switch keeps them, in `switched_to`
+    and in `--set objective.name=` (the preset's Gaussian decoder no longer turns Bernoulli)."""
+    cfg = RunConfig().with_overrides(MIXTURE)
+    switched, notes = cfg.objective.switched_to(new)
+    assert (switched.name, switched.decoder, switched.sigma, notes) == (new, "gaussian", 0.05, [])
+    assert cfg.with_overrides([f"objective.name={new}"]).objective == switched
+    defaults = RunConfig().with_overrides([f"objective.name={new}"]).objective.to_dict()
+    assert switched.to_dict() == {**defaults, "decoder": "gaussian", "sigma": 0.05}  # the rest at new's defaults
+
+
+def test_knobs_the_new_objective_lacks_are_dropped_with_a_note():
+    cfg = RunConfig().with_overrides(MIXTURE)
+    switched, notes = cfg.objective.switched_to("sigma_vae")
+    assert switched.to_dict() == RunConfig().with_overrides(["objective.name=sigma_vae"]).objective.to_dict()
+    assert [(n.key, n.old, n.dropped) for n in notes] == [("objective.decoder", "gaussian", True),
+                                                         ("objective.sigma", 0.05, True)]
+    assert str(notes[1]) == "objective.sigma = 0.05 dropped (sigma_vae has no such knob)"
+    _, quiet = RunConfig().objective.switched_to("sigma_vae")
+    assert quiet == []  # knobs at their defaults go without a word
+
+
+@pytest.mark.parametrize("old, knob, value, new, default", [
+    ("beta_vae", "beta", 2.0, "beta_tcvae", 6.0),  # β of the whole rate vs β of the total correlation
+    ("beta_vae", "beta", 2.0, "rae", 1e-4),  # β of the rate vs β of RAE's code penalty
+    ("geco", "alpha", 0.5, "beta_tcvae", 1.0),  # C_ma's moving average vs the weight of the mutual information
+])
+def test_a_knob_of_the_same_name_but_another_meaning_is_not_carried(old, knob, value, new, default):
+    cfg = RunConfig().with_overrides({"objective.name": old, f"objective.{knob}": value})
+    switched, (note,) = cfg.objective.switched_to(new)
+    assert getattr(switched, knob) == default
+    assert (note.key, note.old, note.new, note.dropped) == (f"objective.{knob}", value, default, False)
+    assert f"{new}'s {knob} is another knob" in str(note)
+
+
+def test_a_value_the_new_objective_refuses_takes_its_default(monkeypatch):
+    """A knob of the same meaning whose value is out of the new objective's bounds is reset, with the reason."""
+    import dataclasses
+
+    from vaeviz.config import carry_knobs
+    from vaeviz.knobs import knob
+    from vaeviz.objective_params import PARAMS, VAEParams
+
+    @dataclasses.dataclass
+    class NarrowParams(VAEParams):
+        sigma: float = knob(0.005, lo=1e-4, hi=0.01, help=VAEParams.__dataclass_fields__["sigma"].metadata["help"])
+
+    monkeypatch.setitem(PARAMS, "narrow", NarrowParams)
+    values, (note,) = carry_knobs("vae", {"decoder": "gaussian", "sigma": 0.05}, "narrow")
+    assert values == {"decoder": "gaussian", "sigma": 0.005}
+    assert note.key == "objective.sigma" and "narrow refuses it" in str(note) and "0.01" in str(note)
+    values, notes = carry_knobs("vae", {"decoder": "gaussian", "sigma": 0.008}, "narrow")
+    assert values == {"decoder": "gaussian", "sigma": 0.008} and notes == []
+
+
+def test_knobs_set_with_the_switch_are_not_noted():
+    notes = []
+    cfg = RunConfig().with_overrides(["objective.name=beta_vae", "objective.beta=2"]).with_overrides(
+        ["objective.name=beta_tcvae", "objective.beta=3"], notes)
+    assert cfg.objective.beta == 3.0 and notes == []
 
 
 def test_bad_json_is_a_config_error():

@@ -123,6 +123,39 @@ def test_sigma_vae_network_head_switches_on_after_the_warmup():
     assert obj.nll(p).shape == (B,)
 
 
+def test_sigma_vae_per_image_closed_form_is_each_images_mse_floored_and_nll_is_eq4_per_image():
+    x = batch()
+    obj, model = make("sigma_vae", variance="per_image_closed_form")
+    _, p = forward_and_pass(obj, model, x)
+    mse_i = (x.double() - p.x_mean.double()).pow(2).mean(1)  # (B,) each image's MSE per dimension
+    floor = float(mse_i.median()) ** 0.5  # σ_min at the median image's RMSE: the hard floor binds half the batch
+    obj, model = make("sigma_vae", variance="per_image_closed_form", sigma_min=floor)
+    losses, p = forward_and_pass(obj, model, x)
+    sigma2_i = mse_i.clamp_min(floor**2)  # σ*²_i = max(‖x_i − g(z_i)‖²/d, σ_min²)
+    assert 0 < int((mse_i < floor**2).sum()) < B
+    got = obj.state_arrays()["sigma2_per_image"]
+    assert got.shape == (B,)
+    np.testing.assert_allclose(got, sigma2_i.numpy(), rtol=1e-5)
+    err = (x.double() - p.x_mean.double()).pow(2).sum(1)  # (B,) ‖x_i − g(z_i)‖²
+    nll = (D / 2 * LOG_2PI + D / 2 * sigma2_i.log() + err / (2 * sigma2_i)).mean()  # eq. 4 at σ*_i
+    assert losses.terms["distortion"].item() == pytest.approx(nll.item(), rel=1e-5)
+    assert losses.terms["sigma2"].item() == pytest.approx(sigma2_i.mean().item(), rel=1e-5)
+    assert losses.terms["sigma2_min"].item() == pytest.approx(floor**2, rel=1e-5)
+    assert losses.terms["sigma2_max"].item() == pytest.approx(sigma2_i.max().item(), rel=1e-5)
+    assert list(obj.parameters()) == []  # σ*_i is solved for, not learned
+
+
+@pytest.mark.parametrize("variance", ["global_closed_form", "per_image_closed_form"])
+def test_sigma_vae_closed_forms_score_held_out_data_at_the_calibrated_training_sigma(variance):
+    obj, model = make("sigma_vae", variance=variance)
+    _, p = forward_and_pass(obj, model, batch())
+    with pytest.raises(RuntimeError, match="calibrate"):
+        obj.nll(p)  # σ* of the training split is unknown: no σ refitted on the scored batch instead
+    obj.calibrate(0.02)
+    expected = D / 2 * math.log(2 * math.pi * 0.02) + (p.x - p.x_mean).double().pow(2).sum(1) / (2 * 0.02)
+    np.testing.assert_allclose(obj.nll(p).numpy(), expected.numpy(), rtol=1e-5)
+
+
 # ----------------------------------------------------------------------------- GECO
 
 
@@ -267,6 +300,24 @@ def test_tc_of_independent_gaussian_codes_is_the_estimators_constant(estimator):
     torch.testing.assert_close(mi, torch.full((b,), mi_const), atol=2e-4, rtol=1e-5)
     one_sample_kl = q.log_prob(z) - (-0.5 * (LOG_2PI + z.pow(2))).sum(-1)
     torch.testing.assert_close(mi + tc + dim_kl, one_sample_kl, atol=2e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("estimator", ["mws", "mss"])
+def test_mi_and_tc_of_codes_apart_from_one_another_are_the_captions_figures(estimator):
+    """Posteriors apart from one another in every dimension (means 50 apart, σ = 0.01): in each logsumexp only the
+    sample's own example counts, log q̂(z_i) = log w_ii + log q(z_i|x_i) and log q̂(z_ik) = log w_ii + log q(z_ik|x_i).
+    So MI = −log w_ii and TC = −(L − 1)·log w_ii, whatever the true MI (at most log N): log(N·M) and
+    (L − 1)·log(N·M) for MWS (w_ii = 1/(N·M)), log N and (L − 1)·log N for MSS (w_ii = 1/N)."""
+    n, b, lat = 5000, 64, 5
+    g = torch.Generator().manual_seed(0)
+    mu = torch.stack([torch.randperm(b, generator=g) * 50.0 for _ in range(lat)], 1)  # (B, L)
+    q = Posterior(mu, logvar=torch.full((b, lat), math.log(1e-4)))
+    z = q.rsample(generator=g)
+    mi, tc, _ = kl_decomposition(z, q, log_importance_weights(b, n, estimator))
+    unit = math.log(n * b) if estimator == "mws" else math.log(n)
+    torch.testing.assert_close(mi, torch.full((b,), unit), atol=2e-4, rtol=1e-5)
+    torch.testing.assert_close(tc, torch.full((b,), (lat - 1) * unit), atol=2e-4, rtol=1e-5)
+    assert "MI ≈ log(N·M) and TC ≈ (L−1)·log(N·M)" in REGISTRY["beta_tcvae"].chart_caption
 
 
 @pytest.mark.parametrize("covariance", ["diag", "full"])

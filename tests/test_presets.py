@@ -11,8 +11,8 @@ from vaeviz.samplers import decode_samples, fitted_samplers
 from vaeviz.train import train
 
 REQUIRED = ["vae-digits", "beta-vae-annealed-digits", "sigma-vae-digits", "sigma-vae-network-digits", "geco-digits",
-            "geco-mnist", "rae-l2-mnist", "rae-gp-digits", "rae-sn-digits", "beta-tcvae-shapes", "micro-mnist-2d",
-            "mixture-2d"]
+            "geco-mnist", "rae-l2-mnist", "rae-gp-digits", "rae-sn-digits", "beta-tcvae-shapes", "hfvae-shapes",
+            "micro-mnist-2d", "mixture-2d"]
 SHORT = ["train.eval_every=1000", "train.probe_size=100", "train.checkpoint_every=1000"]
 
 
@@ -26,6 +26,9 @@ def test_every_seed_experiment_has_a_valid_preset():
     assert preset_config("mixture-2d").data.name == "gaussian_mixture"
     assert preset_config("geco-digits").objective.name == "geco"
     assert preset_config("rae-gp-digits").objective.variant == "gp"
+    hfvae = preset_config("hfvae-shapes")
+    assert hfvae.objective.groups == [2, 2, 2] and sum(hfvae.objective.groups) == hfvae.model.latent_dim
+    assert hfvae.model == preset_config("beta-tcvae-shapes").model  # the same net as β-TCVAE's
     with pytest.raises(ConfigError, match="unknown preset 'nope'.*vae-digits"):
         preset_config("nope")
 
@@ -50,7 +53,8 @@ def test_rae_gmm_samples_are_finite_and_in_range(tmp_path):
     train(cfg, MemorySink(), workdir=tmp_path)
     setup, step = load_run(cfg, tmp_path)
     assert step == 150
-    sampler = fitted_samplers(setup.model, setup.data.x_train, tmp_path, step)["gmm"]  # saved by training
+    sampler = fitted_samplers(setup.model, setup.data.x_train, tmp_path, step,
+                             fit_on=setup.objective.ex_post_fit)["gmm"]  # saved by training
     assert sampler.n_components_ == 10
     images = decode_samples(setup.model, sampler, 64, seed=0)
     assert images.shape == (64, 1, 8, 8) and np.isfinite(images).all()

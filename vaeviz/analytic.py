@@ -4,10 +4,10 @@ A digits step is ~100 tiny ops, and on a small CPU autograd's bookkeeping (graph
 tensors, gradient accumulation) costs more than their arithmetic. For the common case (MLP
 encoder and decoder of Linear + ReLU layers, a diagonal Gaussian posterior sampled as
 z = μ + σ ⊙ ε (Kingma & Welling 2014, eq. 10), no decoder variance head, and an objective with a
-registered output gradient in `vaeviz.output_grads`: VAE, β-VAE, σ-VAE with the closed-form σ*,
-GECO) this module runs the forward pass without a graph, takes the loss's terms from the
-objective's own `loss` and its output gradients from `output_grads`, and backpropagates by hand,
-writing every gradient straight into the parameters' `.grad`:
+registered output gradient in `vaeviz.output_grads`: VAE, β-VAE, σ-VAE with the closed-form σ*
+(global or per image), GECO) this module runs the forward pass without a graph, takes the loss's
+terms from the objective's own `loss` and its output gradients from `output_grads`, and
+backpropagates by hand, writing every gradient straight into the parameters' `.grad`:
 
     affine y = h Wᵀ + b:  ∂W = gᵀ h,  ∂b = Σ_batch g,  ∂h = g W;   ReLU: ∂h = g ⊙ [y > 0];
     reparameterisation:   ∂μ += ∂z,   ∂log σ² += ½ ∂z ⊙ σ ⊙ ε.

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from vaeviz.checkpoint import checkpoint_steps
-from vaeviz.config import ConfigError, RunConfig, base_type
+from vaeviz.config import DEFAULT_OBJECTIVE, ConfigError, ObjectiveConfig, RunConfig, base_type, carry_knobs
 from vaeviz.data import DataError, load_npz
 from vaeviz.objectives import REGISTRY
 from vaeviz.presets import PRESETS
@@ -179,6 +179,83 @@ def build_config(values: dict[str, typing.Any], name: str | None = None) -> RunC
     return RunConfig().with_overrides(values)
 
 
+def form_of(cfg: RunConfig) -> dict[str, typing.Any]:
+    """A config as the Train form holds it: dotted keys, the objective's knobs scoped by objective
+    (`geco:objective.kappa`), lists as text ("256,256")."""
+    form = {}
+    for key, value in flat_config(cfg).items():
+        if key.startswith("objective.") and key != "objective.name":
+            key = f"{cfg.objective.name}:{key}"
+        form[key] = ",".join(map(str, value)) if isinstance(value, list) else value
+    return form
+
+
+def switch_objective(form: dict[str, typing.Any], old: str, new: str) -> list[str]:
+    """Switch the Train form from objective `old` to `new` by the rule `--set objective.name=` follows
+    (`vaeviz.config.carry_knobs`): `new`'s knobs are written into `form`; returns what to tell the user, the knobs
+    kept (where they differ from `new`'s defaults), then a note on each knob changed or dropped."""
+    prefix = f"{old}:objective."
+    before = {k.removeprefix(prefix): v for k, v in form.items() if k.startswith(prefix)}
+    values, notes = carry_knobs(old, before, new)
+    defaults = ObjectiveConfig.build({"name": new}).to_dict()
+    for name, value in values.items():
+        form[f"{new}:objective.{name}"] = value
+    kept = [f"objective.{k} = {v:g}" if isinstance(v, float) else f"objective.{k} = {v}"
+            for k, v in values.items() if k in before and v == before[k] and v != defaults[k]]
+    return ([f"Kept from {old}: " + ", ".join(kept) + "."] if kept else []) + [str(n) for n in notes]
+
+
+FORM_SKIP = ("data.path",)  # never in a link: a server path (uploads and data-folder files are picked, not typed)
+
+
+def form_params(values: dict[str, typing.Any], preset: str | None = None) -> dict[str, str]:
+    """The Train form's values that differ from the defaults (of the chosen objective), as query parameters:
+    `{"objective.name": "beta_vae", "objective.sigma": "0.05", "preset": "mixture-2d"}`."""
+    name = values.get("objective.name", DEFAULT_OBJECTIVE)
+    base = RunConfig(objective=ObjectiveConfig.build({"name": name if name in REGISTRY else DEFAULT_OBJECTIVE}))
+    defaults = {k.split(":")[-1]: v for k, v in form_of(base).items()} | {"objective.name": DEFAULT_OBJECTIVE}
+    out = {k: _param_text(v) for k, v in values.items()
+           if k not in FORM_SKIP and k in defaults and _param_text(v) != _param_text(defaults[k])}
+    if preset in PRESETS:
+        out["preset"] = preset
+    return out
+
+
+def _param_text(value: typing.Any) -> str:
+    return "" if value is None else ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def is_form_param(key: str) -> bool:
+    """Whether a query parameter is one the Train form writes (a dotted config key, or `preset`)."""
+    return key == "preset" or key.split(".")[0] in ("data", "model", "objective", "train")
+
+
+def form_from_params(params: dict[str, str]) -> tuple[dict[str, typing.Any], list[str]]:
+    """The Train form of a link's query parameters (`form_params`): each known key whose value the config accepts
+    (the objective first); returns the form and the `key=value` pairs refused."""
+    cfg, refused = RunConfig(), []
+    pairs = sorted(((k, v) for k, v in params.items() if is_form_param(k) and k != "preset" and k not in FORM_SKIP),
+                   key=lambda kv: kv[0] != "objective.name")
+    for key, value in pairs:
+        try:
+            cfg = cfg.with_overrides({key: value})
+        except ConfigError:
+            refused.append(f"{key}={value}")
+    return form_of(cfg), refused
+
+
+def preset_run_name(preset: str, objective: str, taken) -> str:
+    """The name of a run launched from `preset`: the preset's name (with the objective when it was switched),
+    and `-2`, `-3`, ... when a run of that name exists."""
+    base = preset if PRESETS[preset].overrides.get("objective.name", DEFAULT_OBJECTIVE) == objective \
+        else f"{preset}-{objective}"
+    taken, i, name = set(taken), 1, base
+    while name in taken:
+        i += 1
+        name = f"{base}-{i}"
+    return name
+
+
 def distortion_kind(cfg: RunConfig) -> str:
     """What the run's distortion D measures; D of runs of different kinds are not on one scale."""
     return REGISTRY[cfg.objective.name].distortion_kind(cfg.objective.params)
@@ -197,7 +274,8 @@ def runs_that_log(*terms: str) -> str:
 
 
 def comparison_configs(cfg: RunConfig, objectives: list[str]) -> list[RunConfig]:
-    """The same data, network, seed and training under each objective (objective knobs at their defaults)."""
+    """The same data, network, seed and training under each objective; objective knobs that mean the same thing
+    carry over (`ObjectiveConfig.switched_to`), the others are at the objective's defaults."""
     if not objectives:
         raise ConfigError("pick at least one objective to compare")
     return [cfg.with_overrides({"objective.name": name, "name": f"{name}-{cfg.data.name}-cmp"}) for name in objectives]

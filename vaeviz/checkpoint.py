@@ -87,12 +87,22 @@ def load_checkpoint(path: Path, setup, opt=None, gen: torch.Generator | None = N
     """Restore a checkpoint (weights only, or the full training state); returns its step."""
     state = torch.load(path, map_location=setup.device, weights_only=True)
     setup.model.load_state_dict(state["model"])
-    setup.objective.load_state_dict(state["objective"])
+    load_objective_state(setup.objective, state["objective"])
     if opt is not None and "opt" in state:
         opt.load_state_dict(state["opt"])
         gen.set_state(state["gen"].cpu())
         _restore_noise(state, setup.device, noise)
     return int(state["step"])
+
+
+def load_objective_state(objective, saved: dict) -> None:
+    """Restore the objective's state; a buffer added since the checkpoint was written (σ* of the training
+    split, `Objective.calibrate`) keeps its initial value, which the next evaluation fills."""
+    result = objective.load_state_dict(saved, strict=False)
+    lacking = set(result.missing_keys) - {"log_sigma_fit"}
+    if lacking or result.unexpected_keys:
+        raise RuntimeError(f"checkpoint does not match the objective: missing {sorted(lacking)}, "
+                           f"unexpected {sorted(result.unexpected_keys)}")
 
 
 def checkpoint_steps(workdir: Path) -> list[int]:

@@ -6,7 +6,7 @@
     vaeviz runs [--json] [--status S]
     vaeviz show RUN | cancel RUN | resume RUN [--background]
     vaeviz export RUN --format csv|parquet|json [--out FILE]
-    vaeviz eval RUN [--step S] [--json]
+    vaeviz eval RUN [--step S] [--json] [--batch N]
     vaeviz datasets | presets
 
 A user error (bad key or value, unknown run, bad data file, a config that cannot train to the
@@ -58,7 +58,8 @@ def _err(line: str) -> None:
 
 
 def _load_config(args) -> RunConfig:
-    """--config FILE or --preset NAME (not both), then every --set in order."""
+    """--config FILE or --preset NAME (not both), then every --set in order; a --set objective.name=... carries
+    over the knobs that mean the same thing, with a `note:` line on stderr for each that does not."""
     if args.config and args.preset:
         raise UserError("use either --config or --preset, not both")
     if args.config:
@@ -72,7 +73,16 @@ def _load_config(args) -> RunConfig:
             raise UserError(str(e.args[0]) if e.args else f"unknown preset '{args.preset}'") from None
     else:
         cfg = RunConfig()
-    return cfg.with_overrides(args.set or [])
+    notes = []
+    cfg = cfg.with_overrides(args.set or [], notes)
+    _notes(notes)
+    return cfg
+
+
+def _notes(notes: list) -> None:
+    """Each knob that an objective switch changed or dropped, once, as a `note:` line on stderr."""
+    for line in dict.fromkeys(map(str, notes)):
+        _err(f"note: {line}")
 
 
 def read_config_file(path: str) -> RunConfig:
@@ -182,7 +192,10 @@ def sweep_configs(base: RunConfig, vary: list[str]) -> list[RunConfig]:
     total = math.prod(len(axis) for axis in axes)
     if total > MAX_SWEEP_RUNS:
         raise UserError(f"--vary gives {total} combinations; a sweep has at most {MAX_SWEEP_RUNS} runs")
-    return [base.with_overrides(dict(combo)) for combo in itertools.product(*axes)]
+    notes = []
+    cfgs = [base.with_overrides(dict(combo), notes) for combo in itertools.product(*axes)]
+    _notes(notes)
+    return cfgs
 
 
 def cmd_sweep(args) -> int:
@@ -381,7 +394,8 @@ def cmd_eval(args) -> int:
 
     store = RunStore()
     rec = store.get(args.run)
-    result = evaluate_run(store, rec.id, args.step, EvalSettings(), load=_load_for_eval)
+    settings = EvalSettings() if args.batch is None else EvalSettings(batch=args.batch)
+    result = evaluate_run(store, rec.id, args.step, settings, load=_load_for_eval)
     if args.json:
         _out(json.dumps(result))
     else:
@@ -479,6 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN")
     p.add_argument("--step", type=_whole(0), help="checkpoint step (default: the last)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--batch", type=_whole(1), metavar="N",
+                   help="examples per chunk of the ELBO and IWAE passes (default 500); it bounds memory only: "
+                        "the noise is fixed per example, so the metrics do not depend on it")
     command("datasets", cmd_datasets, "list the built-in datasets")
     command("presets", cmd_presets, "list the config presets")
     return parser

@@ -6,6 +6,13 @@ anything else raises `ConfigError` with one line naming the key and value). Conf
 accept dotted `key=value` overrides (`--set objective.beta=4`). An objective's knobs are its `Params`,
 looked up by name in `vaeviz.objective_params.PARAMS`.
 
+Switching objectives (`ObjectiveConfig.switched_to`, used by `with_overrides`, the CLI and the Train page) carries
+over every knob that means the same thing in both objectives: the new `Params` declares a field of the same name,
+type and help text (e.g. `decoder` and `sigma`, which β-VAE and β-TCVAE inherit from the VAE's knobs) and accepts
+the value. Every other knob takes the new objective's default, and a `KnobNote` says which and why: a knob the new
+objective lacks, one of the same name that means something else there (β-TCVAE's `beta` weighs the total
+correlation, β-VAE's the whole rate), or a value it refuses.
+
 A torch-free leaf: it imports only `vaeviz.knobs` and `vaeviz.objective_params`, never an objective.
 """
 
@@ -13,15 +20,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from vaeviz.knobs import ConfigError, as_section, base_type, build_dataclass, knob, knob_meta, show
+from vaeviz.knobs import ConfigError, as_section, base_type, build_dataclass, check, coerce, knob, knob_meta, show
 from vaeviz.objective_params import PARAMS
 
 __all__ = [  # the run config, and the knob helpers its importers take from here
-    "DEFAULT_OBJECTIVE", "MAX_NAME", "SEED_MAX", "ConfigError", "DataConfig", "ModelConfig", "ObjectiveConfig",
-    "RunConfig", "TrainConfig", "base_type", "knob", "knob_meta", "show",
+    "DEFAULT_OBJECTIVE", "MAX_NAME", "SEED_MAX", "ConfigError", "DataConfig", "KnobNote", "ModelConfig",
+    "ObjectiveConfig", "RunConfig", "TrainConfig", "base_type", "carry_knobs", "knob", "knob_meta", "show",
 ]
 
 MAX_NAME = 200  # characters of a run name
@@ -101,6 +109,88 @@ class ObjectiveConfig:
     def to_dict(self) -> dict:
         return {"name": self.name, **dataclasses.asdict(self.params)}
 
+    def switched_to(self, name: str) -> tuple[ObjectiveConfig, list[KnobNote]]:
+        """This objective's knobs under objective `name`: the knobs that mean the same thing there carry over,
+        the others take `name`'s defaults; the notes say which knobs changed or went, and why."""
+        if name == self.name:
+            return self, []
+        values, notes = carry_knobs(self.name, dataclasses.asdict(self.params), name)
+        return ObjectiveConfig.build({"name": name, **values}), notes
+
+
+@dataclass(frozen=True)
+class KnobNote:
+    """A knob of the previous objective that did not carry over: its old value, the new one and why (`dropped`:
+    the new objective has no such knob)."""
+
+    key: str
+    old: Any
+    new: Any
+    why: str
+    dropped: bool = False
+
+    def __str__(self) -> str:
+        if self.dropped:
+            return f"{self.key} = {_text(self.old)} dropped ({self.why})"
+        return f"{self.key}: {_text(self.old)} → {_text(self.new)} ({self.why})"
+
+
+def _text(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _fields(name: str) -> dict[str, tuple[dataclasses.Field, Any]]:
+    """An objective's knobs by name: (field, type hint)."""
+    cls = PARAMS[name]
+    hints = typing.get_type_hints(cls)
+    return {f.name: (f, hints[f.name]) for f in dataclasses.fields(cls)}
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+def _same_meaning(a: tuple[dataclasses.Field, Any], b: tuple[dataclasses.Field, Any]) -> bool:
+    """Two knobs of one name mean the same thing when they have the same type and the same help text."""
+    return base_type(a[1])[0] == base_type(b[1])[0] and a[0].metadata.get("help") == b[0].metadata.get("help")
+
+
+def _accepted(key: str, value: Any, f: dataclasses.Field, hint) -> Any:
+    """`value` parsed and checked as knob `f` would take it (ConfigError when refused)."""
+    meta = knob_meta(f, hint)
+    value = coerce(key, value, hint, meta)
+    check(key, value, meta)
+    return value
+
+
+def carry_knobs(old: str, values: dict, new: str) -> tuple[dict, list[KnobNote]]:
+    """The knob values of objective `new` after a switch from objective `old` whose knobs were `values` (by name;
+    missing ones at `old`'s defaults): each knob `new` declares with the same meaning and accepts carries over,
+    the rest take `new`'s defaults. Notes for every old knob whose value changes or goes (a knob `old` had at its
+    default and `new` lacks goes without a note)."""
+    before, after = _fields(old), _fields(new)
+    out = {name: _default(f) for name, (f, _) in after.items()}
+    notes = []
+    for name, spec in before.items():
+        key, value = f"objective.{name}", values.get(name, _default(spec[0]))
+        try:
+            value = _accepted(key, value, *spec)
+        except ConfigError:
+            continue  # an invalid value of the old objective (a half-typed form) is not carried anywhere
+        if name not in after:
+            if value != _default(spec[0]):
+                notes.append(KnobNote(key, value, None, f"{new} has no such knob", dropped=True))
+        elif not _same_meaning(spec, after[name]):
+            if value != out[name]:
+                help_text = after[name][0].metadata.get("help") or "another knob"
+                notes.append(KnobNote(key, value, out[name], f"{new}'s {name} is another knob: {help_text}"))
+        else:
+            try:
+                out[name] = _accepted(key, value, *after[name])
+            except ConfigError as exc:
+                notes.append(KnobNote(key, value, out[name], f"{new} refuses it: {exc}"))
+    return out, notes
+
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 
@@ -147,14 +237,16 @@ class RunConfig:
             raise ConfigError("config is not valid JSON: it holds a number of more than 4300 digits") from None
         return RunConfig.from_dict(raw)
 
-    def with_overrides(self, pairs: list[str] | dict) -> RunConfig:
-        """Apply dotted overrides (`["objective.beta=4", ...]` or a dict) and re-validate."""
+    def with_overrides(self, pairs: list[str] | dict, notes: list[KnobNote] | None = None) -> RunConfig:
+        """Apply dotted overrides (`["objective.beta=4", ...]` or a dict) and re-validate. A new `objective.name`
+        comes first and carries over the knobs that mean the same thing (`ObjectiveConfig.switched_to`); the
+        notes on the others go to `notes`, but for knobs the overrides set themselves."""
         if isinstance(pairs, dict):
             items = list(as_section(pairs, "the overrides").items())
         else:
             items = [_split_pair(p) for p in pairs]
         items.sort(key=lambda kv: kv[0] != "objective.name")  # a new objective first, then its knobs
-        d = self.to_dict()
+        d, switched = self.to_dict(), []
         for key, value in items:
             if key == "name":
                 d["name"] = value
@@ -163,10 +255,26 @@ class RunConfig:
             if section not in d or not leaf or not isinstance(d[section], dict):
                 raise ConfigError(f"unknown key {show(key)} "
                                   "(use section.key, section in data, model, objective, train)")
-            if section == "objective" and leaf == "name" and value != d["objective"].get("name"):
-                d["objective"] = {}  # knobs of the previous objective do not carry over
+            if section == "objective" and leaf == "name":
+                d["objective"] = _switch(d["objective"], value, switched)
+                continue
             d[section][leaf] = value
+        if notes is not None:
+            notes.extend(n for n in switched if n.key not in dict(items))
         return RunConfig.from_dict(d)
+
+
+def _switch(objective: dict, name: Any, notes: list[KnobNote]) -> dict:
+    """The objective section after `objective.name=name`: knobs carried over by `carry_knobs` (an unknown
+    name is kept as it is, for `ObjectiveConfig.build` to refuse with the list of names)."""
+    old = objective.get("name")
+    if not isinstance(name, str) or name not in PARAMS or name == old:
+        return {**objective, "name": name}
+    if not isinstance(old, str) or old not in PARAMS:  # after an unknown name: nothing to carry
+        return {"name": name}
+    values, why = carry_knobs(old, {k: v for k, v in objective.items() if k != "name"}, name)
+    notes.extend(why)
+    return {"name": name, **values}
 
 
 def _split_pair(pair: str) -> tuple[str, str]:

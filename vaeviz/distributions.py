@@ -71,13 +71,20 @@ def log_mean_exp(x: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.logsumexp(x, dim) - math.log(x.shape[dim])
 
 
-def sigma_free_nll(sq_error_sum: float, count: int, dim: int) -> float:
-    """σ-independent NLL per example: σ*² = mean squared error, NLL* = d/2 (log 2πσ*² + 1).
+def sigma_free_nll(sq_error_sum: float, count: int, dim: int, sigma2: float | None = None) -> float:
+    """σ-independent NLL per example (Rezende & Viola 2018, "Taming VAEs", App. D; Rybkin et al. 2021, eq. 6
+    into eq. 4): the Gaussian NLL of the scored split at σ*², with σ*² measured on the TRAINING split,
+        NLL* = d/2 · log 2πσ*² + SSE / (2σ*² · n) = d/2 · (log 2πσ*² + r),  r = MSE / σ*².
 
-    `sq_error_sum` is Σ over examples and dimensions of (x − x̂)², `count` the number of examples.
+    `sq_error_sum` is Σ over the n = `count` examples and d = `dim` dimensions of the scored split of (x − x̂)²;
+    `sigma2` the training split's MSE per dimension. Without `sigma2`, σ*² is the scored split's own MSE and
+    NLL* = d/2 (log 2πσ*² + 1). σ*² is floored at 1e-12.
     """
-    sigma2 = max(sq_error_sum / (count * dim), 1e-12)
-    return 0.5 * dim * (math.log(2 * math.pi * sigma2) + 1.0)
+    mse = sq_error_sum / (count * dim)
+    if sigma2 is None:  # σ*² fitted on the scored split itself: r = 1
+        return 0.5 * dim * (math.log(2 * math.pi * max(mse, 1e-12)) + 1.0)
+    sigma2 = max(sigma2, 1e-12)
+    return 0.5 * dim * (math.log(2 * math.pi * sigma2) + mse / sigma2)
 
 
 @dataclass

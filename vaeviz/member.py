@@ -112,13 +112,16 @@ class Member:
         dtype = getattr(torch, cfg.train.dtype)
         self.x = torch.as_tensor(setup.data.x_train, device=setup.device, dtype=dtype)  # (N, *shape)
         self.x_eval = torch.as_tensor(setup.data.x_eval, device=setup.device, dtype=dtype)
+        labels = setup.data.y_train
+        self.y = None if labels is None else torch.as_tensor(labels, device=setup.device)  # (N,) int64
         self.buffer, self.last = MetricBuffer(), {}
 
-    def batch(self) -> torch.Tensor:
-        """This step's minibatch, drawn with replacement: (B, *shape)."""
+    def batch(self, labels: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """This step's minibatch, drawn with replacement: x (B, *shape) and, with `labels` (an objective of
+        the batch reads them, `Objective.needs_labels`), their labels (B,), else None."""
         idx = torch.randint(0, self.x.shape[0], (self.cfg.train.batch_size,), generator=self.gen,
                             device=self.x.device)
-        return self.x.index_select(0, idx)
+        return self.x.index_select(0, idx), self.y.index_select(0, idx) if labels else None
 
     def flush(self, t: int) -> None:
         """Write the buffered rows; checkpoint and raise Cancelled when asked to stop."""
@@ -133,8 +136,9 @@ class Member:
             raise Cancelled(f"cancelled at step {t}")
 
     def evaluate(self, t: int) -> None:
-        """Held-out metrics and the probe snapshot of step t."""
-        metrics = evaluate(self.s.model, self.s.objective, self.x_eval, seed=self.cfg.train.seed * 1_000_003 + t)
+        """Held-out metrics of step t (the objective calibrated on the training split first) and the probe snapshot."""
+        metrics = evaluate(self.s.model, self.s.objective, self.x_eval, self.x,
+                           seed=self.cfg.train.seed * 1_000_003 + t)
         arrays = probe_snapshot(self.s.model, self.s.objective, self.s.data, self.cfg.train.probe_size)
         for name, value in metrics.items():
             if not np.isfinite(value):
@@ -148,4 +152,5 @@ class Member:
             return
         save_checkpoint(self.workdir, t, self.s, self.opt, self.gen, self.noise, weights=weights)
         if t == self.cfg.train.steps:  # the ex-post samplers of the final model are saved with the run
-            fitted_samplers(self.s.model, self.s.data.x_train, self.workdir, t, seed=self.cfg.train.seed)
+            fitted_samplers(self.s.model, self.s.data.x_train, self.workdir, t, fit_on=self.s.objective.ex_post_fit,
+                            seed=self.cfg.train.seed)

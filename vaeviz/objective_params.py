@@ -38,7 +38,7 @@ class BetaVAEParams(VAEParams):
     ratio: float = knob(0.5, lo=0.0, hi=1.0, lo_open=True, help="fraction of a cycle spent increasing β")
 
 
-VARIANCES = ["global_closed_form", "global_learned", "per_dim", "network"]
+VARIANCES = ["global_closed_form", "per_image_closed_form", "global_learned", "per_dim", "network"]
 
 
 @dataclass
@@ -54,13 +54,17 @@ class SigmaVAEParams(Params):
 class GECOParams(Params):
     """GECO (Rezende & Viola 2018, Algorithm 1): the constraint's tolerance and the multiplier's dynamics."""
 
-    kappa: float = knob(0.1, lo=0.0, hi=1.0, lo_open=True, help="tolerated RMSE per dimension κ (constraint MSE ≤ κ²)")
+    kappa: float = knob(0.1, lo=0.0, hi=1.0, lo_open=True,
+                        help="tolerance κ of the constraint: re, RMSE per pixel (MSE ≤ κ²); fre, RMS feature "
+                             "distance per feature (≤ κ²); cla, least probability of the true label (p ≥ κ)")
     alpha: float = knob(0.99, lo=0.0, hi=0.9999, help="moving-average factor of C_ma")
     nu: float = knob(1.0, lo=0.0, hi=1e4, lo_open=True, help="step size ν of log λ per step")
     lambda_init: float = knob(1.0, lo=0.0, lo_open=True, help="initial multiplier λ₀")
     lambda_min: float = knob(1e-6, lo=0.0, lo_open=True, help="lower clamp of λ")
     lambda_max: float = knob(1e8, lo=0.0, lo_open=True, help="upper clamp of λ")
-    constraint: str = knob("re", choices=["re"], help="constraint kind: re = reconstruction error")
+    constraint: str = knob("re", choices=["re", "fre", "cla"],
+                           help="constraint (Taming VAEs Table 1): re = reconstruction error, fre = feature "
+                                "reconstruction error, cla = classifier probability of the true label")
 
 
 VARIANTS = ["l2", "gp", "sn", "none", "ae"]
@@ -86,6 +90,25 @@ class BetaTCVAEParams(VAEParams):
     dataset_size: int | None = knob(None, lo=1, help="N of the estimators (default: the training-set size)")
 
 
+@dataclass
+class HFVAEParams(VAEParams):
+    """HFVAE (Esmaeili et al. 2019, Sec. 3): groups of latent dimensions and the weights of the four KL terms
+    (the paper's α on MI, β between groups, γ within groups; δ on the dimension-wise KL, 1 in the paper)."""
+
+    groups: list[int] | None = knob(None, lo=1, hi=512, help="sizes of consecutive latent groups, e.g. 2,2,2; they "
+                                    "must add up to model.latent_dim (default: one dimension per group)")
+    alpha: float = knob(1.0, lo=0.0, hi=1000.0, help="weight α of the index-code mutual information")
+    beta: float = knob(6.0, lo=0.0, hi=1000.0, help="weight β of the total correlation between groups")
+    gamma: float = knob(2.0, lo=0.0, hi=1000.0, help="weight γ of the total correlation within groups")
+    delta: float = knob(1.0, lo=0.0, hi=1000.0, help="weight δ of the dimension-wise KL")
+    estimator: str = knob("mws", choices=["mws", "mss"], help="minibatch weighted or stratified sampling")
+    dataset_size: int | None = knob(None, lo=1, help="N of the estimators (default: the training-set size)")
+
+    def __post_init__(self):
+        if self.groups == []:  # no sizes: the default, as the empty text that stands for it on the command line
+            self.groups = None
+
+
 PARAMS: dict[str, type[Params]] = {  # `objective.name` → its knobs; the same names as `vaeviz.objectives.REGISTRY`
     "vae": VAEParams,
     "beta_vae": BetaVAEParams,
@@ -93,4 +116,5 @@ PARAMS: dict[str, type[Params]] = {  # `objective.name` → its knobs; the same 
     "geco": GECOParams,
     "rae": RAEParams,
     "beta_tcvae": BetaTCVAEParams,
+    "hfvae": HFVAEParams,
 }

@@ -7,6 +7,7 @@ logged (σ*², λ) from that loss's terms, so the loss is defined once, in the o
 its derivative is here. With s = sigmoid(l), r = s − x, batch size B and data dimension d:
     Bernoulli NLL  Σ softplus(l) − x·l:                ∂/∂l = r / B
     Gaussian NLL at a fixed σ (σ-VAE eq. 4):           ∂/∂l = r ⊙ s ⊙ (1 − s) / (σ² B)
+    ... at a fixed σ_i per image (σ*²_i, per row i):   ∂/∂l_i = r_i ⊙ s_i ⊙ (1 − s_i) / (σ_i² B)
     GECO's λ·Ĉ, Ĉ's gradient that of ‖r‖²/d − κ²:      ∂/∂l = 2λ r ⊙ s ⊙ (1 − s) / (B d)
     w·KL(N(μ, σ²) ‖ N(0, I)) (Kingma & Welling 2014, app. B): ∂/∂μ = w μ / B, ∂/∂log σ² = w (σ² − 1) / (2B)
 A group's tensors lead with the run axis (K, B, ·); knobs come through `Objective.per_run`.
@@ -50,8 +51,12 @@ def vae_grads(objective: VAE, p: Pass, losses: Losses, step: int) -> Grads:
 
 
 def sigma_vae_grads(objective: SigmaVAE, p: Pass, losses: Losses, step: int) -> Grads:
-    """σ-VAE with the closed-form σ* (eq. 6, detached): a Gaussian NLL at σ*, plus R."""
-    scale = 1.0 / (losses.terms["sigma2"] * p.x.shape[-2])
+    """σ-VAE with the closed-form σ* (eq. 6, detached): a Gaussian NLL at σ*, plus R. Global σ*: the σ*² the
+    loss logged; per image: the loss's σ*²_i of this batch (`SigmaVAE.sigma2_images`), one scale per row."""
+    if objective.mode == "per_image_closed_form":
+        scale = 1.0 / (objective.sigma2_images.unsqueeze(-1) * p.x.shape[-2])  # (B, 1)
+    else:
+        scale = 1.0 / (losses.terms["sigma2"] * p.x.shape[-2])
     return (squares_grad(p, scale), *kl_grads(p, torch.ones((), dtype=p.x.dtype, device=p.x.device)))
 
 
@@ -72,6 +77,9 @@ GRADIENTS: dict[type[Objective], Callable[[Objective, Pass, Losses, int], Grads]
 
 def output_grads(objective: Objective) -> Callable | None:
     """The registered gradient function of this objective, or None (train with autograd): by exact
-    class, and only where the loss has no parameters of its own (σ-VAE's learned σ modes)."""
+    class, only where the loss has no parameters of its own (σ-VAE's learned σ modes) and is the one the
+    gradient was derived for (`Objective.fits_output_grad`: e.g. not GECO's fre and cla constraints)."""
     fn = GRADIENTS.get(type(objective))
-    return None if fn is None or any(p.requires_grad for p in objective.parameters()) else fn
+    if fn is None or not objective.fits_output_grad or any(p.requires_grad for p in objective.parameters()):
+        return None
+    return fn

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import math
+import textwrap
 
 import numpy as np
 import pandas as pd
@@ -110,6 +111,36 @@ def _padded(values: np.ndarray, frac: float = 0.08) -> tuple[float, float]:
     return lo - pad, hi + pad
 
 
+def _pair(df: pd.DataFrame, split: str, x: str, y: str) -> pd.DataFrame:
+    """(step, x, y) rows of `split`, falling back to train when the split lacks either metric."""
+    for part in (split, "train"):
+        w = wide(df, part)
+        if {x, y} <= set(w.columns):
+            return w[[x, y]].dropna()
+    return pd.DataFrame(columns=[x, y])
+
+
+def code_plane(runs: dict[str, pd.DataFrame], split: str = "eval",
+               title: str = "Distortion against code norm ½‖z‖²") -> go.Figure:
+    """Distortion D against ½‖z‖² for deterministic encoders (RAE, AE), one trajectory per run, markers coloured
+    by step. Without q(z|x) there is no rate R and no ELBO; ½‖z‖² (mean over examples) is the code penalty
+    L_z^RAE that RAE puts where the VAE puts R (Ghosh et al. 2020, eq. 11). No iso-ELBO guides."""
+    fig = go.Figure()
+    for i, (run, df) in enumerate(runs.items()):
+        zd = _pair(df, split, "z_norm", "distortion")
+        if zd.empty:
+            continue
+        fig.add_trace(go.Scatter(
+            x=zd["z_norm"], y=zd["distortion"], mode="lines+markers", name=f"{literal(run)} (D vs ½‖z‖²)",
+            customdata=zd.index, line=dict(color=RUN_COLOURS[i % len(RUN_COLOURS)], width=1.5),
+            marker=dict(color=zd.index, coloraxis="coloraxis", size=7),
+            hovertemplate="½‖z‖² %{x:.3g}, D %{y:.4g}, step %{customdata}"))
+    fig.update_layout(coloraxis=dict(colorscale="Viridis", colorbar=dict(title="step", x=1.02)),
+                      legend=dict(orientation="h", y=-0.2))
+    return _base(fig, title, "code norm ½‖z‖² (mean over examples; no rate without q(z|x))",
+                 "distortion D = ‖x − g(z)‖² (squared error)")
+
+
 # ----------------------------------------------------------------------------- tiling and holes
 
 
@@ -162,6 +193,25 @@ def tiling(outlines=None, labels=None, class_names=None, samples=None, axis_titl
     fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name="prior 1σ", line=dict(color="black", dash="dash")))
     fig.update_yaxes(scaleanchor="x", scaleratio=1)
     return _base(fig, title, *axis_titles)
+
+
+def image_markers(fig: go.Figure, centres, images, size: float | None = None, name: str = "examples") -> go.Figure:
+    """A copy of `fig` with each image (N, H, W) or (N, H, W, 3) in [0, 1] drawn centred on its point of `centres`
+    (N, 2) in data coordinates (e.g. a training example's decoded g(μ) at its μ on a tiling), `size` data units
+    wide (default: an eighth of the points' spread, at least 0.25), and the points numbered 1..N beside them."""
+    from PIL import Image
+
+    fig, centres = go.Figure(fig), np.asarray(centres, dtype=float)
+    spread = float(np.ptp(centres, axis=0).max()) if len(centres) > 1 else 0.0
+    size = size or max(spread / 8, 0.25)
+    for (cx, cy), img in zip(centres, np.asarray(images)):
+        pixels = Image.fromarray((np.clip(img, 0, 1) * 255).round().astype(np.uint8))
+        fig.add_layout_image(source=pixels, x=cx, y=cy, xref="x", yref="y", sizex=size, sizey=size, xanchor="center",
+                             yanchor="middle", sizing="stretch", layer="below", opacity=0.85)
+    labels = [str(i + 1) for i in range(len(centres))]
+    fig.add_trace(go.Scatter(x=centres[:, 0], y=centres[:, 1] + 0.6 * size, mode="text", text=labels, name=name,
+                             textfont=dict(size=13, color="black"), hoverinfo="skip"))
+    return fig
 
 
 def holes(grid, tau: float = 0.1, hole_fraction: float | None = None, marginal_kl: float | None = None,
@@ -243,6 +293,23 @@ def _sigma_map(fig: go.Figure, sigma2: np.ndarray, image_shape) -> None:
         fig.update_yaxes(type="log", row=1, col=2)
 
 
+def sigma_spread(sigma2_per_image, step: int | None = None, sigma_min: float | None = None) -> go.Figure:
+    """Histogram of σ*_i = √σ*²_i over one training batch (σ-VAE's per-image closed form, σ*²_i = ‖x_i − g(z_i)‖²/d
+    floored at σ_min²), with the one σ* the batch would share under the global closed form, √(mean σ*²_i)
+    (Rybkin et al. 2021, eq. 6), and the floor σ_min when given."""
+    sigma = np.sqrt(np.asarray(sigma2_per_image, dtype=np.float64))  # (B,)
+    fig = go.Figure(go.Histogram(x=sigma, nbinsx=min(40, max(5, len(sigma) // 2)), name="σ*ᵢ per image",
+                                 marker_color="rgb(99,110,250)"))
+    shared = float(np.sqrt(np.mean(sigma**2))) if len(sigma) else float("nan")
+    fig.add_vline(x=shared, line=dict(color="rgb(239,85,59)", dash="dash"),
+                  annotation_text=f"shared σ* = {shared:.3g}", annotation_position="top right")
+    if sigma_min is not None:
+        fig.add_vline(x=sigma_min, line=dict(color="gray", dash="dot"), annotation_text=f"σ_min = {sigma_min:.3g}",
+                      annotation_position="top left")
+    where = "" if step is None else f" (the training batch of step {step})"
+    return _base(fig, f"Spread of the per-image σ*ᵢ{where}", "σ*ᵢ = ‖xᵢ − g(zᵢ)‖ / √d", "images")
+
+
 def first_constraint_step(w: pd.DataFrame) -> int | None:
     """The first step at which GECO's moving-average constraint C_ma ≤ 0 (None if never)."""
     c = _col(w, "c_ma")
@@ -279,6 +346,29 @@ def geco_dynamics(df: pd.DataFrame) -> go.Figure:
     fig.update_xaxes(title_text="step", row=3, col=1)
     fig.update_layout(title="GECO dynamics", template="plotly_white", height=720, meta={"first_met": first})
     return fig
+
+
+def geco_constraint_dynamics(df: pd.DataFrame, name: str, units: str, bounds_mse: bool) -> go.Figure:
+    """`geco_dynamics` for any GECO constraint kind (Rezende & Viola 2018, Table 1): the constraint panel names
+    the kind (`name`) and the constraint's own `units` (those of the logged c_batch, c_ma, kappa2); the κ² line
+    is drawn on the MSE panel only where that tolerance bounds the MSE per dimension (`bounds_mse`: RE)."""
+    fig = geco_dynamics(df)
+    fig.layout.annotations[1].text = "constraint C and its moving average"
+    fig.update_yaxes(title_text="<br>".join(textwrap.wrap(f"C: {units}", 28)), row=2, col=1)
+    if not bounds_mse:
+        fig.data = [t for t in fig.data if not t.name.startswith("κ²")]
+    fig.update_layout(title=f"GECO dynamics: {name}")
+    return fig
+
+
+def lambda_clamp_steps(w: pd.DataFrame, lambda_min: float, lambda_max: float,
+                       rtol: float = 1e-5) -> dict[str, int | None]:
+    """The first step at which the logged multiplier λ sat at each clamp of GECO's update λ ← clamp(λ·exp(ν·C_ma),
+    λ_min, λ_max) (Algorithm 1), within `rtol` (λ is logged in float32): {"lambda_max": step or None,
+    "lambda_min": step or None}."""
+    lam = _col(w, "lambda")
+    hits = {"lambda_max": lam[lam >= lambda_max * (1 - rtol)], "lambda_min": lam[lam <= lambda_min * (1 + rtol)]}
+    return {bound: int(at.index[0]) if len(at) else None for bound, at in hits.items()}
 
 
 # ----------------------------------------------------------------------------- images
@@ -390,6 +480,18 @@ def metrics_table(rows: dict, keys=None) -> go.Figure:
     fig = go.Figure(go.Table(header=dict(values=header, align="left", fill_color="rgb(230,232,250)"),
                              cells=dict(values=cells, align="left")))
     fig.update_layout(title="Metrics", margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def runs_table(rows: dict, columns: dict, title: str = "") -> go.Figure:
+    """A table: one row per run, one column per value side by side ({run label: {key: value}}); `columns` maps
+    each key to its column header, in order."""
+    runs = list(rows)
+    cells = [[literal(r) for r in runs]] + [[literal(_cell(rows[r].get(k))) for r in runs] for k in columns]
+    header = ["run", *map(literal, columns.values())]
+    fig = go.Figure(go.Table(header=dict(values=header, align="left", fill_color="rgb(230,232,250)"),
+                             cells=dict(values=cells, align="left")))
+    fig.update_layout(title=title, margin=dict(l=10, r=10, t=40, b=10))
     return fig
 
 

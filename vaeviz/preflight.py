@@ -10,8 +10,11 @@ layers use. The CLI (`train`, `sweep`, `resume`) calls it before creating or que
   training needs (`data.split_pool` refuses smaller splits, naming eval_fraction, n, per_class);
 - the objective and network: both are built for the data's shape (the network on torch's meta
   device, so nothing is allocated), which refuses e.g. a conv net on vectors or GECO's λ₀ outside
-  its clamps; the training state (weights, gradients, two Adam moments: 16 bytes per parameter
-  in float32) must fit `max_model_bytes()` (4 GB, or `$VAEVIZ_MAX_MODEL_BYTES`).
+  its clamps; the objective refuses data it cannot train on (`Objective.check_data`: GECO's fre and
+  cla constraints on a dataset without labels); the training state (weights, gradients, two Adam
+  moments: 16 bytes per parameter in float32) must fit `max_model_bytes()` (4 GB, or `$VAEVIZ_MAX_MODEL_BYTES`);
+- the objective's latent groups (HFVAE's `objective.groups`) add up to `model.latent_dim` (checked
+  before the data are loaded).
 
 Seeds and every other bound are the config's own (`vaeviz.config`): numpy seeds must be < 2**32,
 so `train.seed` and `data.seed` stop at 2**32 - 1.
@@ -51,13 +54,15 @@ def check_device(name: str) -> None:
 
 
 def check_model(cfg: RunConfig, data: Dataset) -> None:
-    """Build the objective and, on the meta device, the network for `data`; refuse an oversized one."""
+    """Build the objective and, on the meta device, the network for `data`; refuse data the objective cannot
+    train on and an oversized network."""
     import torch
 
     from vaeviz.nets import build_model
     from vaeviz.objectives import build_objective
 
     objective = build_objective(cfg.objective, data.dim)
+    objective.check_data(data)
     with torch.device("meta"):
         model = build_model(cfg.model, data.shape, objective.net_spec())
     n = sum(p.numel() for p in model.parameters()) + sum(p.numel() for p in objective.parameters())
@@ -69,8 +74,16 @@ def check_model(cfg: RunConfig, data: Dataset) -> None:
                           f"{format_bytes(limit)} limit (set VAEVIZ_MAX_MODEL_BYTES to change it)")
 
 
+def check_latent_groups(cfg: RunConfig) -> None:
+    """Refuse latent groups of the objective (HFVAE's `objective.groups`) that do not add up to `model.latent_dim`."""
+    from vaeviz.objectives import latent_groups
+
+    latent_groups(cfg.objective, cfg.model.latent_dim)
+
+
 def preflight(cfg: RunConfig) -> None:
     """Raise ConfigError / DataError (one line) for a config that cannot train to the end."""
     check_device(cfg.train.device)
+    check_latent_groups(cfg)
     data = load_dataset(cfg.data)
     check_model(cfg, data)

@@ -41,9 +41,29 @@ PRESETS: dict[str, Preset] = {
         {**DIGITS, "model.latent_dim": 8, "objective.name": "sigma_vae", "objective.variance": "network",
          "objective.warmup_steps": 500, "objective.sigma_min": 0.01},
     ),
+    "sigma-vae-per-image-digits": Preset(
+        "σ-VAE with a closed-form σ*²_i = ‖x_i − g(z_i)‖²/d per image (eq. 6 written per x_i)",
+        {**DIGITS, "model.latent_dim": 8, "objective.name": "sigma_vae", "objective.variance": "per_image_closed_form"},
+    ),
     "geco-digits": Preset(
         "GECO (Rezende & Viola 2018): minimise the rate subject to a per-pixel RMSE of at most κ = 0.2",
         {**DIGITS, "model.latent_dim": 8, "objective.name": "geco", "objective.kappa": 0.2, "objective.nu": 1.0},
+    ),
+    "geco-fre-digits": Preset(
+        "GECO with the feature-reconstruction constraint (Taming VAEs Table 1, FRE): classifier features of x and "
+        "g(z) within κ = 0.5 RMS per feature, a little looser than a digit's nearest same-class neighbour (0.19)",
+        # κ² = 0.25 against measured squared feature distances per dimension on digits: 0.19 from a training image
+        # to its nearest neighbour of the same class, 5.8 between random pairs, ≈ 5 from an untrained decoder.
+        # C starts ≈ 5 (RE's ≈ 0.14), hence ν = 0.01: λ peaks ≈ 10³ when C_ma turns ≤ 0 (step ≈ 430) and falls.
+        {**DIGITS, "model.latent_dim": 8, "objective.name": "geco", "objective.constraint": "fre",
+         "objective.kappa": 0.5, "objective.nu": 0.01},
+    ),
+    "geco-cla-digits": Preset(
+        "GECO with the classification constraint (Taming VAEs Table 1, CLA): the classifier gives the true label "
+        "of g(z) a probability of at least κ = 0.9 on average; the rate falls to a few nats, about log 10",
+        # C starts at ≈ 0.8; ν = 0.05 lets λ peak ≈ 10³ when C_ma turns ≤ 0 (step ≈ 350), far from its clamps.
+        {**DIGITS, "model.latent_dim": 8, "objective.name": "geco", "objective.constraint": "cla",
+         "objective.kappa": 0.9, "objective.nu": 0.05},
     ),
     "geco-mnist": Preset(
         "GECO on MNIST: per-pixel RMSE of at most κ = 0.15, latent 16",
@@ -67,6 +87,13 @@ PRESETS: dict[str, Preset] = {
         "β-TCVAE (Chen et al. 2018), β = 6 on the total correlation, conv net on shapes with known factors",
         {"data.name": "shapes", "model.arch": "conv", "model.hidden": [32, 32], "model.latent_dim": 6,
          "objective.name": "beta_tcvae", "objective.beta": 6.0, "train.batch_size": 64},
+    ),
+    "hfvae-shapes": Preset(
+        "HFVAE (Esmaeili et al. 2019): latent groups 2,2,2, β = 6 on the TC between groups, γ = 2 within them; the "
+        "net, data and batch of beta-tcvae-shapes",
+        {"data.name": "shapes", "model.arch": "conv", "model.hidden": [32, 32], "model.latent_dim": 6,
+         "objective.name": "hfvae", "objective.groups": [2, 2, 2], "objective.beta": 6.0, "objective.gamma": 2.0,
+         "train.batch_size": 64},
     ),
     "micro-mnist-2d": Preset(
         "7 MNIST images, 2-D latent: watch each posterior claim its own patch of latent space",

@@ -9,9 +9,17 @@ VAEs, whose aggregate posterior leaves holes in N(0, I).
   k = min(n_components, number of latents); sampled by drawing a component, then μ_c + L_c ε.
 scikit-learn style: `fit` returns self, learned attributes end in `_`. Saved as `.npz` (no pickle).
 
-A run's samplers are fitted once per step and saved in its folder: training saves the final step's,
-and every consumer (the Traversals page, `vaeviz eval`'s Fréchet distances) reads them through
-`fitted_samplers`, which fits and saves the ones of an older run or an intermediate step on first use.
+What they are fitted on (`fit_on`): "sample" draws one code z_i ~ q(z|x_i) per training example, so the
+fitted density estimates the aggregate posterior q(z) = 1/N Σ q(z|x_i) itself (σ-VAE, Rybkin et al. 2021,
+§2.1: "fit the aggregate posterior"); its covariance tends to Cov(μ) + E[Σ(x)] (law of total covariance).
+"mean" fits the codes μ(x) (Ghosh et al. 2020, sec. 4, for the RAE's deterministic E(x)); its covariance
+is Cov(μ). Each objective names its paper's choice in `Objective.ex_post_fit`, and every caller passes it.
+The draw is seeded (the run's `train.seed`), so a refit gives the same sampler.
+
+A run's samplers are fitted once per (step, fit_on) and saved in its folder under a name that encodes both:
+training saves the final step's, and every consumer (the Traversals page, Compare and `vaeviz eval`'s
+Fréchet distances) reads them through `fitted_samplers`, which fits and saves the ones of an older run, an
+intermediate step or another `fit_on` on first use.
 """
 
 from __future__ import annotations
@@ -23,9 +31,11 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import torch
 from sklearn.mixture import GaussianMixture
 
 from vaeviz.analysis.batching import decode_batched, encode_batched
+from vaeviz.distributions import Posterior
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +146,7 @@ class GMMSampler(Sampler):
 
 
 SAMPLERS = {"gaussian": GaussianSampler, "gmm": GMMSampler}
+FIT_ON = ("sample", "mean")  # z ~ q(z|x) (the aggregate posterior) or μ(x)
 MAX_POINTS = 10_000  # training codes a run's samplers are fitted on
 
 
@@ -144,25 +155,50 @@ def decode_samples(model, sampler: Sampler, n: int, seed: int = 0) -> np.ndarray
     return decode_batched(model, sampler.sample(n, seed)).reshape(n, *model.data_shape)
 
 
-def sampler_paths(folder: str | Path, step: int) -> dict[str, Path]:
-    """Where a run's samplers of `step` are saved: `folder/samplers/step_XXXXXXXX_<kind>.npz`."""
-    return {kind: Path(folder) / "samplers" / f"step_{step:08d}_{kind}.npz" for kind in SAMPLERS}
+def sampler_paths(folder: str | Path, step: int, fit_on: str = "sample") -> dict[str, Path]:
+    """Where a run's samplers of `step` fitted on `fit_on` are saved:
+    `folder/samplers/step_XXXXXXXX_<fit_on>_<kind>.npz`, so two choices of `fit_on` never collide."""
+    _check_fit_on(fit_on)
+    return {kind: Path(folder) / "samplers" / f"step_{step:08d}_{fit_on}_{kind}.npz" for kind in SAMPLERS}
 
 
-def fitted_samplers(model, x_train, folder: str | Path | None, step: int, max_points: int = MAX_POINTS,
-                    seed: int = 0) -> dict[str, Sampler]:
+def _check_fit_on(fit_on: str) -> None:
+    if fit_on not in FIT_ON:
+        raise ValueError(f"fit_on must be one of {', '.join(FIT_ON)}, not {fit_on!r}")
+
+
+def training_codes(model, x_train, fit_on: str = "sample", max_points: int = MAX_POINTS,
+                   seed: int = 0) -> np.ndarray:
+    """The codes (N, L), float64, the samplers are fitted on: of the first `max_points` training examples, one
+    z_i = μ_i + L_i ε_i ~ q(z|x_i) each ("sample", ε from a generator seeded by `seed`, drawn in float64 for
+    all N at once so it depends on neither the batch nor the run's dtype) or μ_i ("mean"). A deterministic
+    encoder's sample is its code."""
+    _check_fit_on(fit_on)
+    q = encode_batched(model, x_train[:max_points])
+    mu = q.mu.double()  # (N, L)
+    if fit_on == "mean" or q.deterministic:
+        return mu.numpy()
+    eps = torch.randn(mu.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)  # (N, L)
+    tril = None if q.scale_tril is None else q.scale_tril.double()
+    logvar = None if q.logvar is None else q.logvar.double()
+    return Posterior(mu, logvar=logvar, scale_tril=tril).rsample(eps=eps).numpy()
+
+
+def fitted_samplers(model, x_train, folder: str | Path | None, step: int, fit_on: str = "sample",
+                    max_points: int = MAX_POINTS, seed: int = 0) -> dict[str, Sampler]:
     """The run's ex-post samplers at `step`, {"gaussian": ..., "gmm": ...}: the one path every consumer takes.
 
-    Read from `folder/samplers/` when saved there (training saves the final step's); otherwise fitted on
-    the posterior means of the first `max_points` training examples (GMM seeded by `seed`, the run's
-    `train.seed`) and saved, so an old run or an intermediate step is fitted once too. `folder=None`
+    `fit_on` is the objective's `ex_post_fit` ("sample" or "mean", see the module docstring). Read from
+    `folder/samplers/` when saved there (training saves the final step's); otherwise fitted on
+    `training_codes` of the first `max_points` training examples (the draw and the GMM seeded by `seed`, the
+    run's `train.seed`) and saved, so an old run or an intermediate step is fitted once too. `folder=None`
     fits without saving. An unreadable saved file is refitted and overwritten.
     """
-    paths = sampler_paths(folder, step) if folder is not None else {}
+    paths = sampler_paths(folder, step, fit_on) if folder is not None else {}
     saved = _load_saved(paths)
     if saved is not None:
         return saved
-    codes = encode_batched(model, x_train[:max_points]).mu.double().numpy()  # (N, L)
+    codes = training_codes(model, x_train, fit_on, max_points, seed)  # (N, L)
     fitted = {"gaussian": GaussianSampler().fit(codes), "gmm": GMMSampler(seed=seed).fit(codes)}
     for kind, path in paths.items():
         _save_quietly(fitted[kind], path)

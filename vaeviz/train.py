@@ -3,7 +3,8 @@
 Each run (`vaeviz.member.Member`) keeps its own data, minibatch generator, noise stream, objective
 and state, sink, evaluations and checkpoints; the networks of the K runs are computed together
 (`vaeviz.stacking`: a solo run's own modules, or K stacked ones). One step:
-  1. every run draws its minibatch (B, *shape) → x (K, B, *shape) for K > 1;
+  1. every run draws its minibatch (B, *shape) → x (K, B, *shape) for K > 1, with its labels (B,) → (K, B)
+     when an objective of the batch reads them (`Objective.needs_labels`, e.g. GECO's cla constraint);
   2. `backward`: the gradients of every run's loss, by autograd or, where every run fits it, by the
      hand-derived pass of `vaeviz.analytic` (MLP nets, objectives with a registered output gradient);
      runs whose objectives share a `group_key` compute `Objective.loss` in one call;
@@ -22,6 +23,7 @@ kind) are made once, by `vaeviz.runtime.plan`.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -66,6 +68,7 @@ class Trainer:
             self.nets.from_members(self.opt, [m.opt for m in self.members])
         self.plan = runtime.plan(cfgs, [m.s for m in self.members], self.nets)
         self.keys = [m.s.objective.group_key() for m in self.members]  # fixed by each run's config
+        self.labels = any(m.s.objective.needs_labels for m in self.members)  # the passes carry labels `Pass.y`
         self.stateful = {k for k, m in enumerate(self.members)  # runs with an `after_step` (GECO's λ)
                          if type(m.s.objective).after_step is not Objective.after_step}
         self.outcomes: list[TrainResult | Exception | None] = [None] * len(cfgs)
@@ -111,28 +114,34 @@ class Trainer:
 
     def step(self, t: int) -> None:
         """One optimiser step of every live run."""
-        results = self.backward(self._batch(), t)
+        x, y = self._batch()
+        results = self.backward(x, t, y)
         self.opt.update()
         self._log(results, t)
 
-    def _batch(self) -> torch.Tensor:
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Every run's minibatch x, (B, *shape) or (K, B, *shape), and its labels (B,) or (K, B) where the
+        passes carry them (else None)."""
         if self.nets.lead == 0:
-            return self.members[0].batch()  # (B, *shape)
-        return torch.stack([m.batch() for m in self.members])  # (K, B, *shape)
+            return self.members[0].batch(self.labels)
+        xs, ys = zip(*(m.batch(self.labels) for m in self.members))
+        return torch.stack(xs), torch.stack(ys) if self.labels else None
 
-    def backward(self, x: torch.Tensor, t: int) -> Results:
-        """Each group's losses on batch x at step t, with the gradient of their sum in every trained `.grad`."""
+    def backward(self, x: torch.Tensor, t: int, y: torch.Tensor | None = None) -> Results:
+        """Each group's losses on batch x (labels y) at step t, with the gradient of their sum in every
+        trained `.grad`."""
         if self.plan.analytic:
             return analytic.backprop(*self.nets.layers, self.members[0].s.model.encoder.head.posterior,
-                                     x.flatten(self.nets.lead + 1), self._noise, lambda p: self._losses_and_grads(p, t))
+                                     x.flatten(self.nets.lead + 1), self._noise,
+                                     lambda p: self._losses_and_grads(dataclasses.replace(p, y=y), t))
         if self.plan.compiled is not None:
-            return self._compiled_backward(x, t)
-        return self._autograd_backward(x, t)
+            return self._compiled_backward(x, t, y)
+        return self._autograd_backward(x, t, y)
 
-    def _autograd_backward(self, x: torch.Tensor, t: int) -> Results:
+    def _autograd_backward(self, x: torch.Tensor, t: int, y: torch.Tensor | None = None) -> Results:
         q = self.nets.encode(x)
         z = q.rsample(eps=None if q.deterministic else self._noise(q.mu))
-        p = Pass(x.flatten(self.nets.lead + 1), q, z, self.nets.decode(z))
+        p = Pass(x.flatten(self.nets.lead + 1), q, z, self.nets.decode(z), y)
         model = self.members[0].s.model if self.nets.lead == 0 else None  # for RAE's regularisers
         results = [(ks, self._objective(ks)[0].loss(self._rows(ks, p), t, model)) for ks in self._groups()]
         self.opt.clear_grads()
@@ -140,21 +149,21 @@ class Trainer:
         (losses[0] if len(losses) == 1 else torch.cat(losses)).sum().backward()
         return results
 
-    def _compiled_backward(self, x: torch.Tensor, t: int) -> Results:
+    def _compiled_backward(self, x: torch.Tensor, t: int, y: torch.Tensor | None) -> Results:
         """Through the compiled networks (one run); a first step that fails is redone as with compile
         off (objective state restored first) and the run goes on that way."""
         objective = self.members[0].s.objective
         state = None if self.plan.compiled.ready else copy.deepcopy(objective.state_dict())
         try:
             with self.plan.compiled.installed():
-                results = self._autograd_backward(x, t)
+                results = self._autograd_backward(x, t, y)
         except Exception as exc:  # noqa: BLE001 - any compiler failure; a real error recurs eagerly
             if state is None:
                 raise
             log.warning("torch.compile failed (%s: %s); training eagerly", type(exc).__name__, exc)
             objective.load_state_dict(state)
             self.plan = self.plan.without_compile()
-            return self.backward(x, t)
+            return self.backward(x, t, y)
         self.plan.compiled.ready = True
         return results
 
@@ -219,7 +228,7 @@ class Trainer:
         where = rows(ks, p.x.device)
         q = type(p.q)(*(None if v is None else v[where] for v in (p.q.mu, p.q.logvar, p.q.scale_tril)))
         out = type(p.out)(*(None if v is None else v[where] for v in (p.out.logits, p.out.log_sigma)))
-        return Pass(p.x[where], q, p.z[where], out)
+        return Pass(p.x[where], q, p.z[where], out, None if p.y is None else p.y[where])
 
     # ------------------------------------------------------------------ the loop
 

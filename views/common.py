@@ -12,10 +12,12 @@ import json
 import logging
 import os
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
 from vaeviz import app_state, worker
+from vaeviz.analysis import tiling
 from vaeviz.app_state import plain, short
 from vaeviz.build import load_run
 from vaeviz.config import DataConfig
@@ -63,6 +65,24 @@ def _snapshot(home: str, run_id: str, step: int) -> dict:
 
 def snapshot(run_id: str, step: int) -> dict:
     return _snapshot(os.environ.get("VAEVIZ_HOME", ""), run_id, step)
+
+
+@st.cache_data(show_spinner="Encoding the training split…", max_entries=32)
+def _train_split(home: str, run_id: str, step: int) -> dict:
+    setup = _model(home, run_id, step)
+    out = tiling.split_posteriors(setup.model, setup.data.x_train)
+    if setup.data.y_train is not None:
+        out["labels"] = np.asarray(setup.data.y_train)
+    return out
+
+
+def train_split(run_id: str, step: int | None):
+    """(arrays, step): every training example's q(z|x) and decoded g(μ) (`vaeviz.analysis.tiling.split_posteriors`)
+    with the weights at or before `step`, for a small training split; (None, None) while there is no checkpoint."""
+    chosen = app_state.checkpoint_for(store(), run_id, step)
+    if chosen is None:
+        return None, None
+    return _train_split(os.environ.get("VAEVIZ_HOME", ""), run_id, chosen), chosen
 
 
 @st.cache_resource(show_spinner="Loading the data…", max_entries=4)
@@ -148,8 +168,9 @@ def _label(rec) -> str:
     return f"{rec.name} · {rec.id}"
 
 
-def sidebar() -> None:
-    """The shared sidebar: queue badge and the run picker. Called by app.py before the page runs."""
+def sidebar():
+    """The shared sidebar: a slot for the queue badge (`queue_badge`, drawn after the page) and the run picker.
+    Called by app.py before the page runs; returns the badge's slot."""
     s = store()
     s.mark_dead_interrupted()
     if s.count("queued") or s.reclaimable():  # a crashed run is taken back by a new worker
@@ -161,19 +182,41 @@ def sidebar() -> None:
         state["run"] = state.pop("_pending_run")
     _from_url(list(by_id))
     with st.sidebar:
-        running, queued = s.count("running"), s.count("queued")
-        if running or queued:
-            st.badge(f"{running} running · {queued} queued", icon=":material/hourglass_top:", color="blue")
-        else:
-            st.badge("idle", icon=":material/bedtime:", color="gray")
+        slot = st.empty()
         if not runs:
             st.caption("No runs yet.")
-            return
+            return slot
         st.selectbox("Run", list(by_id), key="run", format_func=lambda i: _label(by_id[i]), on_change=_run_changed)
         rec = by_id[state["run"]]
         st.badge(rec.status, color=STATUS_COLORS.get(rec.status, "gray"))
         st.caption(plain(f"{rec.objective} · {rec.dataset} · latent {rec.config.model.latent_dim}"))
     _sync_query_params()
+    return slot
+
+
+BADGE_SECONDS = 2.0
+
+
+@guarded
+def queue_badge(slot) -> None:
+    """The sidebar's queue badge, drawn after the page so that it counts the runs the page just launched, and
+    redrawn every BADGE_SECONDS while runs are queued or running (never polled while the queue is idle)."""
+    s = store()
+    at_render = (s.count("running"), s.count("queued"))
+
+    @st.fragment(run_every=BADGE_SECONDS if any(at_render) else None)
+    @guarded
+    def badge():
+        counts = (s.count("running"), s.count("queued"))
+        if any(at_render) and not any(counts):
+            st.rerun()  # the queue went idle: redraw the page (and stop polling)
+        if any(counts):
+            st.badge(f"{counts[0]} running · {counts[1]} queued", icon=":material/hourglass_top:", color="blue")
+        else:
+            st.badge("idle", icon=":material/bedtime:", color="gray")
+
+    with slot.container():
+        badge()
 
 
 def _from_url(ids: list[str]) -> None:

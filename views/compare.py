@@ -13,6 +13,8 @@ from vaeviz.presets import COMPARISON
 from views import common
 
 EVAL = EvalSettings(k=50, n_iwae=500, n_samples=5000, n_fd=1000)  # interactive: smaller than `vaeviz eval`
+FRECHET = {"fd_prior": "prior N(0, I) · fd_prior", "fd_gaussian": "single Gaussian · fd_gaussian",
+           "fd_gmm": "GMM (k = 10) · fd_gmm"}  # samplers whose decoded samples are compared, side by side
 state = st.session_state
 
 st.title("Compare")
@@ -86,7 +88,9 @@ def evaluation(home: str, run_id: str, step: int) -> dict:
 
 
 st.subheader("Metrics")
-st.caption("From `vaeviz eval` at each run's last checkpoint (IWAE with k = 50 on 500 held-out examples here).")
+st.caption("From `vaeviz eval` at each run's last checkpoint (IWAE with k = 50 on 500 held-out examples here). "
+           "Holes and marginal KL are those of q(z) over `n_components` training posteriors: a finite mixture "
+           "overestimates both, less so as it grows.")
 if st.button("Compute metrics", key="cmp_eval") or state.get("cmp_evaluated"):
     state["cmp_evaluated"] = True
     rows = {}
@@ -96,8 +100,18 @@ if st.button("Compute metrics", key="cmp_eval") or state.get("cmp_evaluated"):
             st.caption(f"{common.plain(r.name)}: no checkpoint yet")
             continue
         try:
-            rows[r.name] = {"objective": r.objective, "step": ckpt, **evaluation(str(s.home), r.id, ckpt)}
+            result = evaluation(str(s.home), r.id, ckpt)
+            count = result["n_components"]
+            rows[r.name] = {"objective": r.objective, "step": ckpt, **result,
+                            "n_components": None if count is None else int(count)}
         except Exception as exc:  # noqa: BLE001 - one run's failure must not hide the others
             st.warning(f"{common.plain(r.name)}: {common.plain(common.hide_paths(str(exc)))}")
     if rows:
-        st.plotly_chart(plots.metrics_table(rows), key="cmp_table")
+        title = "Fréchet distance of decoded samples, by sampler"
+        st.plotly_chart(plots.runs_table(rows, FRECHET, title), key="cmp_fd_table")
+        st.caption("Fréchet distance in the features of a classifier of the dataset between held-out images and "
+                   "decoded samples (lower is better; labelled data only) of the prior N(0, I) and of the run's two "
+                   "ex-post samplers fitted to its training codes, z ~ q(z|x) or the codes themselves as its "
+                   "objective's paper does (Ghosh et al. 2020, sec. 4).")
+        keys = [k for k in next(iter(rows.values())) if k not in FRECHET]
+        st.plotly_chart(plots.metrics_table(rows, keys), key="cmp_table")

@@ -1,9 +1,11 @@
-"""Information plane: distortion against rate, one trajectory per run, iso-ELBO guides, a sweep frontier."""
+"""Information plane: distortion against rate, one trajectory per run, iso-ELBO guides, a sweep frontier;
+deterministic encoders (RAE, AE: no rate) on distortion against the code norm ½‖z‖²."""
 
 import pandas as pd
 import streamlit as st
 
 from vaeviz import app_state, plots
+from vaeviz.objectives import REGISTRY
 from views import common
 
 st.title("Information plane")
@@ -29,25 +31,55 @@ picked = st.multiselect("Runs", same, default=[rec.id, *sweep], key=f"ip_runs_{r
 split = st.radio("Points", ["eval", "train"], horizontal=True, key="ip_split",
                  help="eval: held-out split at every evaluation; train: every logged training batch (noisy).")
 
-frames = {runs[i].name: common.metrics(i, split=split, names=["rate", "distortion"]) for i in picked or [rec.id]}
+
+def code_metrics(run_id: str, split: str):
+    """z_norm and distortion of `split`; the train split's for a run that logged no held-out z_norm (older runs)."""
+    df = common.metrics(run_id, split=split, names=["z_norm", "distortion"])
+    return df if "z_norm" in set(df.name) else common.metrics(run_id, split="train", names=["z_norm", "distortion"])
+
+
+chosen = picked or [rec.id]
+coded = [i for i in chosen if REGISTRY[runs[i].objective].logs("z_norm")]  # deterministic encoders: ½‖z‖², no R
+ranked = [i for i in chosen if i not in coded]
+frames = {runs[i].name: common.metrics(i, split=split, names=["rate", "distortion"]) for i in ranked}
 frames = {name: df for name, df in frames.items() if not df.empty}
-if not frames:
+codes = {runs[i].name: code_metrics(i, split) for i in coded}
+codes = {name: df for name, df in codes.items() if not df.empty}
+if not frames and not codes:
     st.info("No evaluation yet: the first point appears once the run has started.")
     st.stop()
 
-steps = sorted(set().union(*(df.step for df in frames.values())))
+steps = sorted(set().union(*(df.step for df in [*frames.values(), *codes.values()])))
 step = common.step_scrubber(steps, "info_plane", "Replay up to step")
-upto = {name: df[df.step <= step] for name, df in frames.items()}
-same_scale = len({app_state.distortion_kind(runs[i].config) for i in picked or [rec.id]}) == 1
-st.plotly_chart(plots.information_plane(upto, split=split, frontier=same_scale), key="info_plane_chart")
-if not same_scale:
-    st.caption("These runs measure D with different decoders, so no frontier is drawn: compare them on the "
-               "σ-independent NLL (Compare page).")
-
 final = []
-for name, df in upto.items():
-    last = plots.wide(df, split).dropna().tail(1)
-    if len(last):
-        r, d = float(last.rate.iloc[0]), float(last.distortion.iloc[0])
-        final.append({"run": name, "step": int(last.index[0]), "rate R": r, "distortion D": d, "−ELBO": r + d})
+if frames:
+    upto = {name: df[df.step <= step] for name, df in frames.items()}
+    same_scale = len({app_state.distortion_kind(runs[i].config) for i in ranked}) == 1
+    st.plotly_chart(plots.information_plane(upto, split=split, frontier=same_scale), key="info_plane_chart")
+    if not same_scale:
+        st.caption("These runs measure D with different decoders, so no frontier is drawn: compare them on the "
+                   "σ-independent NLL (Compare page).")
+    for name, df in upto.items():
+        last = plots.wide(df, split).dropna().tail(1)
+        if len(last):
+            r, d = float(last.rate.iloc[0]), float(last.distortion.iloc[0])
+            final.append({"run": name, "step": int(last.index[0]), "rate R": r, "distortion D": d, "−ELBO": r + d})
+if codes:
+    st.subheader("Deterministic encoders: distortion against ½‖z‖²")
+    common.teach(
+        "A deterministic encoder (RAE, plain autoencoder) maps x to one code z = E(x), not to a distribution, so it "
+        "has no rate and no ELBO: the information plane has no place for it. RAE replaces the rate by a penalty on "
+        "the size of the code, ½‖z‖², so its runs are drawn here on distortion against that code norm; there are "
+        "no iso-ELBO lines, and the two axes are not both nats.",
+        r"\mathcal L_{\mathrm{RAE}} = \|x-g(z)\|^2 + \beta\,\tfrac12\|z\|^2 + \lambda\,\mathcal L_{\mathrm{REG}},"
+        r"\qquad z=E(x)",
+    )
+    upto = {name: df[df.step <= step] for name, df in codes.items()}
+    st.plotly_chart(plots.code_plane(upto, split=split), key="code_plane_chart")
+    for name, df in upto.items():
+        w = plots.wide(df, split if split in set(df.split) else "train")
+        last = w.reindex(columns=["z_norm", "distortion"]).dropna().tail(1)
+        if len(last):
+            final.append({"run": name, "step": int(last.index[0]), "½‖z‖²": float(last.z_norm.iloc[0]),
+                          "distortion D": float(last.distortion.iloc[0])})
 st.dataframe(pd.DataFrame(final), hide_index=True)

@@ -30,3 +30,10 @@ step = common.step_scrubber(common.store().snapshot_steps(rec.id), "sigma", "Ste
 snap = common.snapshot(rec.id, step) if step is not None else {}
 fig = plots.sigma_evolution(df, snap.get("sigma2"), common.data_shape(rec), step)
 st.plotly_chart(fig, key="sigma_chart")
+if "sigma2_per_image" in snap:  # σ-VAE's per-image closed form: one σ*ᵢ per image of the batch
+    sigma_min = getattr(rec.config.objective.params, "sigma_min", None)  # the hard floor of σ*ᵢ
+    st.plotly_chart(plots.sigma_spread(snap["sigma2_per_image"], step, sigma_min), key="sigma_spread_chart")
+    st.caption("Solved per image, σ*ᵢ² = ‖xᵢ − g(zᵢ)‖²/d is each image's own reconstruction error: an image the "
+               "model reconstructs badly gets a large σᵢ and so a small weight 1/(2σᵢ²) on its error, so the hard "
+               "images no longer dominate the gradient the way they do under one shared σ* (the dashed line). "
+               "Held-out metrics still score every image at the one σ* of the training split.")

@@ -1,11 +1,15 @@
-"""Train: pick data, network, objective and knobs (or a preset), launch into the queue, watch it train."""
+"""Train: pick data, network, objective and knobs (or a preset), launch into the queue, watch it train.
+
+The form's values live in the session (kept across pages) and, where they differ from the defaults, in the link
+(`?objective.name=beta_vae&objective.sigma=0.05`), so a reload or a shared link opens the same form.
+"""
 
 import streamlit as st
 import torch
 
 from vaeviz import app_state, plots, worker
 from vaeviz.app_state import Knob
-from vaeviz.config import DEFAULT_OBJECTIVE, DataConfig, ModelConfig, RunConfig, TrainConfig
+from vaeviz.config import DEFAULT_OBJECTIVE, DataConfig, ModelConfig, TrainConfig
 from vaeviz.data import DataError, data_dir, describe_datasets
 from vaeviz.objectives import REGISTRY
 from vaeviz.preflight import preflight
@@ -19,15 +23,31 @@ DATA_NOT_TYPED = ("path",)  # a user .npz is uploaded or picked from the data fo
 MODEL_MAIN = ("arch", "latent_dim", "hidden")
 TRAIN_MAIN = ("steps", "batch_size", "lr", "seed", "device", "eval_every")
 state = st.session_state
-form = state.setdefault("train_form", app_state.flat_config(RunConfig()))  # widget values, kept across pages
 values: dict = {}  # dotted config key -> value of the widgets drawn in this run
 
 
-def widget(k: Knob, scope: str = ""):
+def initial_form() -> dict:
+    """The form of a new session: the link's values (`app_state.form_params`), else the defaults."""
+    params = st.query_params.to_dict()
+    form, refused = app_state.form_from_params(params)
+    if refused:
+        text = "Not a valid setting, left at its default: " + ", ".join(refused)
+        st.toast(common.plain(text), icon=":material/info:")
+    if params.get("preset") in PRESETS:
+        state["preset"] = params["preset"]
+    return form
+
+
+if "train_form" not in state:
+    state["train_form"] = initial_form()
+form = state["train_form"]  # widget values, kept across pages
+
+
+def widget(k: Knob, scope: str = "", on_change=None):
     """One config field as a widget whose bounds and choices are those of the config's validation.
 
-    Objective knobs are scoped by objective (`geco:objective.kappa`), so switching objectives never
-    carries one objective's value into another's knob of the same name.
+    Objective knobs are scoped by objective (`geco:objective.kappa`): each objective's knobs are widgets of their
+    own (bounds differ), and a switch writes the new objective's values explicitly (`objective_changed`).
     """
     wid = f"{scope}:{k.key}" if scope else k.key
     key = "cfg:" + wid
@@ -36,7 +56,7 @@ def widget(k: Knob, scope: str = ""):
         state[key] = ",".join(map(str, value)) if isinstance(value, list) else value
     label, help = k.key.split(".", 1)[1], k.help or None
     if k.kind == "select":
-        st.selectbox(label, k.choices, key=key, help=help)
+        st.selectbox(label, k.choices, key=key, help=help, on_change=on_change)
     elif k.kind == "bool":
         st.checkbox(label, key=key, help=help)
     elif k.kind == "int":
@@ -55,12 +75,23 @@ def widget(k: Knob, scope: str = ""):
 @common.guarded
 def apply_preset() -> None:
     name = state["preset"]
+    state.pop("switch_note", None)
     if name in PRESETS:
-        cfg = preset_config(name)
-        for key, value in app_state.flat_config(cfg).items():
-            wid = f"{cfg.objective.name}:{key}" if key.startswith("objective.") and key != "objective.name" else key
+        for wid, value in app_state.form_of(preset_config(name)).items():
             form[wid] = value
             state.pop("cfg:" + wid, None)
+
+
+@common.guarded
+def objective_changed() -> None:
+    """Carry the knobs that mean the same thing over to the new objective; say which changed or went."""
+    old, new = form["objective.name"], state["cfg:objective.name"]
+    if old == new or new not in REGISTRY:
+        return
+    lines = app_state.switch_objective(form, old, new)
+    state["switch_note"] = (new, lines)
+    for k in app_state.objective_knobs(new):
+        state.pop(f"cfg:{new}:{k.key}", None)
 
 
 def section(cls, prefix, names=None, skip=()):
@@ -69,7 +100,7 @@ def section(cls, prefix, names=None, skip=()):
 
 def config_form() -> dict:
     """Every widget of the form; returns the widget values by dotted key."""
-    st.selectbox("Preset", ["(none)", *PRESETS], key="preset", on_change=apply_preset,
+    st.selectbox("Preset", ["(none)", *PRESETS], key="preset", on_change=apply_preset, persist_state="session",
                  help="Load the settings of a seed paper's experiment; edit them before launching.")
     if state.get("preset") in PRESETS:
         st.caption(PRESETS[state["preset"]].description)
@@ -89,7 +120,9 @@ def config_form() -> dict:
             widget(k)
     with c2:
         st.markdown("**Objective**")
-        objective = widget(Knob("objective.name", "select", DEFAULT_OBJECTIVE, list(REGISTRY)))
+        objective = widget(Knob("objective.name", "select", DEFAULT_OBJECTIVE, list(REGISTRY)),
+                           on_change=objective_changed)
+        switch_note(objective)
         for k in app_state.objective_knobs(objective):
             widget(k, scope=objective)
     st.markdown("**Training**")
@@ -107,6 +140,23 @@ def config_form() -> dict:
             with cols[i % 4]:
                 widget(k)
     return dict(values)
+
+
+def switch_note(objective: str) -> None:
+    """After an objective switch: the knobs kept and those changed or dropped."""
+    new, lines = state.get("switch_note", (None, []))
+    if new == objective and lines:
+        st.info(common.plain(" ".join(lines)), icon=":material/swap_horiz:")
+
+
+def keep_in_url(values: dict) -> None:
+    """The form's values that differ from the defaults, in the link: a reload or a shared link opens this form."""
+    want = app_state.form_params(values, state.get("preset"))
+    for key in [k for k in st.query_params if app_state.is_form_param(k) and k not in want]:
+        del st.query_params[key]
+    for key, text in want.items():
+        if st.query_params.get(key) != text:
+            st.query_params[key] = text
 
 
 def npz_file() -> None:
@@ -156,7 +206,7 @@ def launch(values: dict) -> None:
         st.error("Upload a .npz file (or pick one from the data folder) first.", icon=":material/error:")
         return
     try:
-        cfg = app_state.build_config(values, state.get("run_name"))
+        cfg = app_state.build_config(values, state.get("run_name") or preset_name(values["objective.name"]))
         preflight(cfg)  # device, data, network and its size: what would fail once training started fails here
     except Exception as exc:  # noqa: BLE001 - ConfigError, DataError or anything else the checks refuse
         common.show_error(exc, state.get("npz_names"))
@@ -166,6 +216,14 @@ def launch(values: dict) -> None:
     worker.ensure_worker(s)
     st.toast(f"Queued run {run_id}")
     common.select_run(run_id)
+
+
+def preset_name(objective: str) -> str | None:
+    """A run launched from a preset is named after it (`micro-mnist-2d`, `micro-mnist-2d-2` when taken)."""
+    preset = state.get("preset")
+    if preset not in PRESETS:
+        return None
+    return app_state.preset_run_name(preset, objective, [r.name for r in common.store().list_runs()])
 
 
 def active_runs() -> tuple:
@@ -233,7 +291,8 @@ st.title("Train")
 left, right = st.columns([5, 4], gap="large")
 with left:
     values = config_form()
-    st.text_input("Run name (optional)", key="run_name")
+    keep_in_url(values)
+    st.text_input("Run name (optional)", key="run_name", persist_state="session")
     if st.button("Launch", type="primary", icon=":material/rocket_launch:", key="launch"):
         launch(values)
 with right:

@@ -7,6 +7,7 @@ from vaeviz import app_state, plots
 from vaeviz.analysis.batching import decode_batched, encode_batched
 from vaeviz.analysis.traversal import decode_manifold, interpolate, traversal_grid
 from vaeviz.checkpoint import checkpoint_steps
+from vaeviz.objectives import latent_groups
 from views import common
 
 SHOWN_DIMS = 10
@@ -22,7 +23,9 @@ common.teach(
     "them, and dimensions the encoder switched off change nothing. Click a point in the scatter to load its "
     "code, interpolate between two codes, and compare samples from the prior with samples from a Gaussian or a "
     "10-component GMM fitted to the training codes (ex-post density, Ghosh et al. 2020). Spherical "
-    "interpolation stays on the shell where Gaussian codes live:",
+    "interpolation stays on the shell where Gaussian codes live. Where the objective groups the dimensions "
+    "(HFVAE, Esmaeili et al. 2019), the sliders and the grid come group by group: dimensions of one group may "
+    "share a factor, groups should not:",
     r"\hat x = g(z),\qquad \operatorname{slerp}(a,b;t)=\frac{\sin((1-t)\omega)}{\sin\omega}\,a"
     r"+\frac{\sin(t\omega)}{\sin\omega}\,b,\quad \cos\omega=\hat a^\top\hat b",
 )
@@ -35,6 +38,19 @@ if not steps:
 setup, step = common.model(rec.id, common.step_scrubber(steps, "traversals", "Checkpoint step"))
 model, data = setup.model, setup.data
 L = model.latent_dim
+GROUPS = latent_groups(rec.config.objective, L) or [range(L)]  # the objective's groups of dimensions, else one
+GROUPED = len(GROUPS) > 1 and any(len(g) > 1 for g in GROUPS)  # worth showing: neither one group nor singletons
+
+
+def group_label(k: int) -> str:
+    """'group 2: z3, z4', the heading of the k-th group of dimensions."""
+    return f"group {k + 1}: " + ", ".join(f"z{d + 1}" for d in GROUPS[k])
+
+
+def dim_label(d: int) -> str:
+    """'z3', with its group where the dimensions are grouped: 'z3 (group 2)'."""
+    group = next(k for k, g in enumerate(GROUPS) if d in g)
+    return f"z{d + 1} (group {group + 1})" if GROUPED else f"z{d + 1}"
 
 
 def zkey(d: int) -> str:
@@ -93,8 +109,8 @@ def explore() -> None:
         dims = (0, min(1, L - 1))
         if L > 2:
             a, b = st.columns(2)
-            dims = (a.selectbox("x axis", range(L), 0, key="sx", format_func=lambda d: f"z{d + 1}"),
-                    b.selectbox("y axis", range(L), 1, key="sy", format_func=lambda d: f"z{d + 1}"))
+            dims = (a.selectbox("x axis", range(L), 0, key="sx", format_func=dim_label),
+                    b.selectbox("y axis", range(L), 1, key="sy", format_func=dim_label))
         fig = plots.latent_scatter(mu, labels, dims, data.class_names, marker=z)
         st.plotly_chart(fig, key="latent_click", on_select=load_clicked, selection_mode="points")
         st.caption("Click a point: its code μ(x) goes into the sliders (★ marks the sliders' code).")
@@ -102,8 +118,11 @@ def explore() -> None:
         extra = []
         if L > SHOWN_DIMS:
             extra = st.multiselect("More dimensions", list(range(SHOWN_DIMS, L)), key=f"extra_{rec.id}",
-                                   format_func=lambda d: f"z{d + 1}")
+                                   format_func=dim_label)
+        firsts = {g[0]: k for k, g in enumerate(GROUPS)} if GROUPED else {}
         for d in [*range(min(L, SHOWN_DIMS)), *extra]:
+            if d in firsts:
+                st.caption(group_label(firsts[d]))
             if zkey(d) not in state:
                 state[zkey(d)] = float(z[d])
             st.slider(f"z{d + 1}", -SCALE, SCALE, step=0.05, key=zkey(d), on_change=slider_moved, args=(d,))
@@ -122,16 +141,30 @@ def grid() -> None:
     dims = list(range(min(L, SHOWN_DIMS)))
     _, images = traversal_grid(model, code(), values, dims)  # (dims, V, D)
     st.caption(f"Row r sweeps z_r over [−{SCALE:g}, {SCALE:g}]; the other coordinates stay at the sliders' code.")
-    figure(images, lambda im: plots.traversal_figure(im, data.shape, values, dims), len(dims))
+    blocks = [(group_label(k), [d for d in g if d in dims]) for k, g in enumerate(GROUPS)] if GROUPED else [("", dims)]
+    for heading, rows in [(h, r) for h, r in blocks if r]:  # one grid per group of dimensions (rows of `images`)
+        if heading:
+            st.markdown(f"**{heading}**")
+        figure(images[rows], lambda im, r=rows: plots.traversal_figure(im, data.shape, values, r), len(rows))
     if data.is_image:
         png = app_state.png_bytes(np.nan_to_num(plots.mosaic(images, data.shape), nan=1.0), 4)
         st.download_button("Download grid (PNG)", png, file_name=f"{rec.id}-step{step}-traversal.png",
                            mime="image/png", icon=":material/download:", key="grid_png")
     if L >= 2:
-        res = 12
-        codes, images = decode_manifold(model, res, dims=(0, 1), base=code())
-        st.caption("The decoded manifold over z1 and z2 at prior quantiles, other coordinates at the sliders' code.")
+        res, (a, b) = 12, manifold_dims()
+        codes, images = decode_manifold(model, res, dims=(a, b), base=code())
+        st.caption(f"The decoded manifold over z{a + 1} and z{b + 1} at prior quantiles, other coordinates at the "
+                   "sliders' code.")
         figure(images, lambda im: plots.manifold_figure(im, data.shape, codes[0, :, 0], codes[:, 0, 1]), res)
+
+
+def manifold_dims() -> tuple[int, int]:
+    """The two dimensions of the decoded manifold: z1 and z2, or the first two of a group the user picks."""
+    choices = [k for k, g in enumerate(GROUPS) if len(g) > 1] if GROUPED else []
+    if not choices:
+        return 0, 1
+    k = st.selectbox("manifold of", choices, key="manifold_group", format_func=group_label)
+    return GROUPS[k][0], GROUPS[k][1]
 
 
 def interpolation() -> None:
@@ -152,7 +185,7 @@ def gallery(run_id: str, ckpt: int, n: int, seed: int) -> dict[str, np.ndarray]:
     from vaeviz.samplers import decode_samples, fitted_samplers
 
     fitted = fitted_samplers(model, data.x_train, common.store().artifact_dir(run_id), ckpt,
-                             seed=rec.config.train.seed)
+                             fit_on=setup.objective.ex_post_fit, seed=rec.config.train.seed)
     prior = decode_batched(model, np.random.default_rng(seed).standard_normal((n, L)).astype(np.float32))
     return {"prior N(0, I)": prior,
             "single Gaussian": decode_samples(model, fitted["gaussian"], n, seed).reshape(n, -1),
@@ -162,7 +195,8 @@ def gallery(run_id: str, ckpt: int, n: int, seed: int) -> dict[str, np.ndarray]:
 def samples() -> None:
     seed = st.number_input("seed", 0, 10_000, 0, key="gseed")
     galleries = gallery(rec.id, step, 20, seed)
-    st.caption("20 samples each: from the prior, and from densities fitted to the training codes μ(x).")
+    st.caption("20 samples each: from the prior, and from densities fitted to the training codes (codes z ~ q(z|x) "
+               "for a stochastic encoder, as σ-VAE §2.1 fits the aggregate posterior; E(x) for a deterministic one).")
     figure(np.concatenate(list(galleries.values())), lambda im: plots.sample_gallery(galleries, data.shape), 6)
 
 

@@ -9,8 +9,11 @@
   (`torch.save`, loaded with `weights_only=True`). It stands in for Inception on small data, as in
   the seed papers' use of a dataset-specific network for FID and feature reconstruction.
 - Reconstruction accuracy: the classifier's accuracy on decoded posterior means, g(μ(x)).
-- Samplers compared: the prior N(0, I) and the run's ex-post densities of `vaeviz.samplers` (Ghosh et
-  al. 2020, sec. 4) fitted on training codes: one full-covariance Gaussian and a 10-component GMM.
+- Samplers compared (`vaeviz eval`'s `fd_prior`, `fd_gaussian`, `fd_gmm`): the prior N(0, I) and the run's
+  ex-post densities of `vaeviz.samplers` (Ghosh et al. 2020, sec. 4, Table 1's "N" and "GMM" rows) fitted on
+  training codes (z ~ q(z|x) or μ(x), the objective's `ex_post_fit`): one full-covariance Gaussian and a
+  10-component GMM. Nothing ties a deterministic encoder's codes to N(0, I), so for an RAE the prior is
+  usually the worst of the three and the GMM the best (Ghosh et al. 2020, Table 1).
 """
 
 from __future__ import annotations

@@ -5,11 +5,18 @@ with AAᵀ = Σ; we take A = chol(Σ). For latent dim > 2 the ellipse is drawn f
 on two chosen dimensions, or for a linear projection z ↦ Bᵀz (e.g. PCA components B, (L, 2)),
 under which N(μ, Σ) maps to N(Bᵀμ, BᵀΣB). Non-linear projections (UMAP) keep only the centres.
 A deterministic encoder has Σ = 0: its ellipses collapse to their centres.
+
+A small training split (at most SMALL_SPLIT examples, e.g. Micro-MNIST's 7 images in Taming VAEs Fig. 8) is
+drawn whole: `split_posteriors` encodes every example with a checkpoint's weights and decodes its mean code.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from vaeviz.analysis.batching import decode_batched, encode_batched
+
+SMALL_SPLIT = 100  # a training split of at most this many examples is drawn whole, with its decoded images
 
 
 def covariances(mu, logvar=None, scale_tril=None) -> np.ndarray:
@@ -65,3 +72,16 @@ def posterior_samples(mu, logvar=None, scale_tril=None, n: int = 64, seed: int =
     if logvar is not None:
         return mu[:, None] + np.exp(0.5 * np.asarray(logvar, dtype=np.float64))[:, None] * eps
     return np.repeat(mu[:, None], n, 1)
+
+
+def split_posteriors(model, x) -> dict[str, np.ndarray]:
+    """Every example's q(z|x) in the arrays of a probe snapshot (`mu`, and `logvar` or `scale_tril` where the
+    encoder has them) and `decoded`, the decoder's mean g(μ) of each example's mean code (N, D)."""
+    q = encode_batched(model, x)
+    out = {"mu": q.mu.double().numpy()}
+    if q.logvar is not None:
+        out["logvar"] = q.logvar.double().numpy()
+    if q.scale_tril is not None:
+        out["scale_tril"] = q.scale_tril.double().numpy()
+    out["decoded"] = decode_batched(model, q.mu)
+    return out

@@ -13,6 +13,7 @@ import copy
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -20,6 +21,9 @@ from torch import nn
 from vaeviz.distributions import Posterior
 from vaeviz.nets import DecoderOut, NetSpec, VAEModel
 from vaeviz.objective_params import Params
+
+if TYPE_CHECKING:  # annotations only
+    from vaeviz.data import Dataset
 
 STANDARD_TERMS = ("loss", "rate", "distortion", "mse")  # the terms every objective's `loss` logs
 
@@ -50,6 +54,7 @@ class Pass:
     q: Posterior  # q(z|x)
     z: torch.Tensor  # (B, L)
     out: DecoderOut  # decoder logits (B, D) and optional log σ_θ(z)
+    y: torch.Tensor | None = None  # (B,) int64 labels of x, only for an objective that reads them (`needs_labels`)
 
     @functools.cached_property
     def x_mean(self) -> torch.Tensor:
@@ -80,6 +85,9 @@ class Objective(nn.Module):
 
     Params = Params
     needs_model = False  # True when `loss` reads the network itself (RAE's regularisers): never grouped
+    needs_labels = False  # True when `loss` reads the batch's labels `Pass.y` (the trainer fills them then)
+    fits_output_grad = True  # False when `loss` is not the one its class's registered output gradient
+    # (`vaeviz.output_grads`) was derived for (e.g. a knob changes it): such a run trains with autograd
     members: list | None = None  # the K runs of a group (`group`); None for one run
 
     # What the app shows of a run, read through `REGISTRY[name]` (no page switches on objective names):
@@ -88,6 +96,7 @@ class Objective(nn.Module):
     chart_caption: str = ""  # how to read those charts, shown below them
     chart_loss: bool = True  # `loss` is in the units of R and D (D + βR, D + penalties): charted with them
     hidden_knobs: tuple[str, ...] = ()  # `Params` knobs the Train form leaves out (`--set` still sets them)
+    ex_post_fit: str = "sample"  # what the run's ex-post samplers fit: codes z ~ q(z|x) (σ-VAE §2.1) or "mean"
 
     @classmethod
     def distortion_kind(cls, params: Params) -> str:
@@ -141,6 +150,24 @@ class Objective(nn.Module):
             return torch.tensor(value(self), dtype=like.dtype, device=like.device)
         values = torch.tensor([value(m) for m in self.members], dtype=like.dtype, device=like.device)
         return values.view(-1, *[1] * (like.dim() - 1))
+
+    def calibrate(self, mse: float) -> None:
+        """Told the training split's reconstruction MSE per data dimension (`analysis.likelihood.train_mse`)
+        before every held-out evaluation, by the trainer and by `vaeviz eval` alike. An objective whose
+        decoder σ is measured from data (σ-VAE's closed form, GECO) fixes it here, so that every held-out
+        metric is the bound of one fixed model whatever the eval chunk. Default: nothing to fix."""
+
+    def check_data(self, data: Dataset) -> None:
+        """Refuse, with a `ConfigError` naming the knob and the problem, data this objective cannot train on
+        (labels it reads and the dataset lacks). Called by `vaeviz.preflight` and by `vaeviz.build` before
+        anything is fitted. Default: any data."""
+
+    def set_data(self, data: Dataset, classifier: Callable[[], nn.Sequential]) -> None:
+        """Told the run's data before training or analysis (`vaeviz.build`). `classifier()` fits, or loads
+        from its cache, the dataset's feature classifier (`vaeviz.analysis.quality`, D → ... → features →
+        class logits, fitted on the full labelled training split): called only by an objective that needs it.
+        Default: tell the training-set size (`set_dataset_size`)."""
+        self.set_dataset_size(len(data.x_train))
 
     def set_dataset_size(self, n: int) -> None:
         """Told the training-set size N before training (β-TCVAE's estimators need it)."""

@@ -39,6 +39,7 @@ class RAE(Objective):
     Params = RAEParams
     state_terms = ("reg", "z_norm")
     charts = (Chart(state_terms),)
+    ex_post_fit = "mean"  # the ex-post density is fitted to the codes E(x) (Ghosh et al. 2020, sec. 4)
 
     @classmethod
     def distortion_kind(cls, params: RAEParams) -> str:

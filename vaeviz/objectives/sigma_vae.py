@@ -6,6 +6,9 @@ Loss = E_q[−log p(x|z)] + KL(q(z|x) ‖ N(0, I)) with the Gaussian NLL of eq. 
 Variance modes (`variance`):
 - `global_closed_form`: one σ shared by all dimensions, set every step to its maximiser on the batch,
   σ*² = 1/(B·d) Σ_i ‖x_i − g(z_i)‖² (eq. 6), detached;
+- `per_image_closed_form`: eq. 6 solved per image instead of per batch, σ*²_i = ‖x_i − g(z_i)‖²/d, the
+  maximiser of image i's term of eq. 4 over its own σ_i, detached and floored hard at σ_min²; each image's
+  squared error is then weighed by its own 1/(2σ*²_i), so no image dominates the batch's gradient;
 - `global_learned`: one parameter log σ, trained by gradient descent with the networks;
 - `per_dim`: a learned log σ_k per data dimension;
 - `network`: log σ_θ(z) from a decoder head (eq. 7–8), switched on after `warmup_steps` of the global
@@ -13,6 +16,8 @@ Variance modes (`variance`):
 Floor: a learned log σ is passed through the soft floor log σ_min + softplus(s − log σ_min) (the
 `softclip` of the paper's code), which keeps the optimum above the floor; the closed form is floored
 hard, max(σ*, σ_min), which is the constrained maximiser of eq. 4 over σ ≥ σ_min.
+Held-out metrics score one fixed model: there both closed forms (and the network mode's warm-up) use the one σ*
+of the whole training split (`calibrate`, eq. 6 over that split), never a σ refitted per batch or per image.
 """
 
 from __future__ import annotations
@@ -40,15 +45,35 @@ def softclip(log_sigma: torch.Tensor, log_min: float) -> torch.Tensor:
 FLOOR = 1e-6  # the closed form's default σ floor, where σ is only measured (GECO's distortion)
 
 
+def fitted_log_sigma(mse: float, sigma_min: float = FLOOR) -> float:
+    """log σ* of eq. 6 for a measured MSE per dimension, floored at σ_min: ½ log max(MSE, σ_min²)."""
+    return 0.5 * math.log(max(float(mse), sigma_min**2))
+
+
 def closed_form_log_sigma(x: torch.Tensor, mean: torch.Tensor, sigma_min: float = FLOOR) -> torch.Tensor:
     """log σ* with σ*² = mean squared error over batch and dimensions (eq. 6), floored, detached: a scalar."""
     mse = (x - mean).detach().pow(2).mean()
     return (0.5 * mse.log()).clamp_min(math.log(sigma_min))
 
 
+def per_image_log_sigma(x: torch.Tensor, mean: torch.Tensor, sigma_min: float = FLOOR) -> torch.Tensor:
+    """log σ*_i with σ*²_i = ‖x_i − g(z_i)‖²/d (eq. 6 written per image), floored at σ_min, detached:
+    (B, D) -> (B, 1)."""
+    mse = (x - mean).detach().pow(2).mean(-1, keepdim=True)  # (B, 1)
+    return (0.5 * mse.log()).clamp_min(math.log(sigma_min))
+
+
+def fixed_log_sigma(objective: Objective) -> torch.Tensor:
+    """The calibrated log σ* of `objective` (a scalar buffer); refuses before the first `calibrate`."""
+    if torch.isnan(objective.log_sigma_fit):
+        raise RuntimeError(f"{type(objective).__name__}: σ* is measured on the training split; call "
+                           "calibrate(train_mse) before scoring (vaeviz.analysis.likelihood.calibrate)")
+    return objective.log_sigma_fit
+
+
 class SigmaVAE(Objective):
     Params = SigmaVAEParams
-    state_terms = ("sigma2", "sigma2_min", "sigma2_max")  # σ² averaged over dimensions; its extremes (per_dim, network)
+    state_terms = ("sigma2", "sigma2_min", "sigma2_max")  # σ² averaged; its extremes (per_dim, network, per image)
     charts = (Chart(("sigma2", "mse"), log_y=True),)  # σ*² = MSE in the closed form (eq. 6)
 
     @classmethod
@@ -65,6 +90,8 @@ class SigmaVAE(Objective):
         self.register_buffer("log_sigma_ref", torch.zeros(()))  # network: last warm-up log σ*
         self.register_buffer("sigma2_map", torch.ones(data_dim))  # (D,) last batch's σ², for snapshots
         self.register_buffer("step", torch.zeros((), dtype=torch.long))  # last optimiser step seen
+        self.register_buffer("log_sigma_fit", torch.tensor(float("nan")))  # σ* of the training split (calibrate)
+        self.sigma2_images: torch.Tensor | None = None  # per_image_closed_form: last batch's σ*²_i, (B,)
 
     def net_spec(self) -> NetSpec:
         return NetSpec(variance_head=self.mode == "network")
@@ -74,15 +101,25 @@ class SigmaVAE(Objective):
         return self.mode == "network" and step <= self.params.warmup_steps
 
     def decoder_log_sigma(self, p: Pass, warm: bool) -> torch.Tensor:
-        """log σ broadcastable to (B, D): a scalar, (D,) or (B, D)."""
+        """log σ broadcastable to (B, D): a scalar, (D,), (B, 1) per image or (B, D)."""
         if self.mode == "global_closed_form" or warm:
             return closed_form_log_sigma(p.x, p.x_mean, self.params.sigma_min)
+        if self.mode == "per_image_closed_form":
+            return per_image_log_sigma(p.x, p.x_mean, self.params.sigma_min)  # (B, 1)
         if self.mode == "network":
             return softclip(p.out.log_sigma + self.log_sigma_ref, self.log_min)  # (B, D)
         return softclip(self.log_sigma, self.log_min)
 
+    def calibrate(self, mse: float) -> None:
+        """σ*² = the training split's MSE (eq. 6 over the split), floored: the σ of every held-out metric."""
+        self.log_sigma_fit.fill_(fitted_log_sigma(mse, self.params.sigma_min))
+
     def nll(self, p: Pass) -> torch.Tensor:
+        """−log p(x|z) of a fixed model: the closed forms, global or per image (and the network mode's warm-up),
+        use σ* of the training split (`calibrate`), never a σ refitted on the batch or image being scored."""
         warm = self.mode == "network" and self.warm(max(int(self.step), 1))
+        if self.mode in ("global_closed_form", "per_image_closed_form") or warm:
+            return gaussian_nll(p.x, p.x_mean, fixed_log_sigma(self))
         return gaussian_nll(p.x, p.x_mean, self.decoder_log_sigma(p, warm))
 
     def loss(self, p, step, model=None):
@@ -97,12 +134,18 @@ class SigmaVAE(Objective):
             self.step.fill_(step)
             if warm:
                 self.log_sigma_ref.copy_(log_sigma)
+            if self.mode == "per_image_closed_form":
+                self.sigma2_images = sigma2[:, 0].clone()  # (B,)
         terms = {"loss": loss.detach(), "rate": rate.detach(), "distortion": distortion.detach(),
                  "mse": p.mse(), "sigma2": sigma2.mean()}
-        if self.mode in ("per_dim", "network"):
+        if self.mode in ("per_dim", "network", "per_image_closed_form"):
             terms["sigma2_min"], terms["sigma2_max"] = sigma2.min(), sigma2.max()
         return Losses(loss, terms)
 
     def state_arrays(self) -> dict[str, np.ndarray]:
-        """The per-dimension σ² of the last training batch (constant across dimensions in global modes)."""
-        return {"sigma2": self.sigma2_map.detach().cpu().numpy()}
+        """The per-dimension σ² of the last training batch (constant across dimensions in global modes) and,
+        per image, that batch's σ*²_i (`sigma2_per_image`, (B,)) once a batch has been seen."""
+        arrays = {"sigma2": self.sigma2_map.detach().cpu().numpy()}
+        if self.sigma2_images is not None:
+            arrays["sigma2_per_image"] = self.sigma2_images.cpu().numpy()
+        return arrays
