@@ -444,7 +444,8 @@ def test_preset_then_objective_switch_keeps_the_decoder(empty_server, browser):
         settle(pg)
         for key, want in [("cfg-objective-name", "beta_vae"), ("cfg-beta_vae-objective-decoder", "gaussian"),
                           ("preset", "mixture-2d")]:
-            until(lambda k=key, w=want: w in pg.locator(f".st-key-{k}").inner_text(), f"{key} = {want} from {link}")
+            until(lambda k=key, w=want: pg.locator(f".st-key-{k} input[role=combobox]").input_value() == w
+                  or w in pg.locator(f".st-key-{k}").inner_text(), f"{key} = {want} from {link}")
         for label, want in [("sigma", "0.05"), ("steps", "1000000")]:  # (a number input is drawn, then filled)
             until(lambda k=label, w=want: pg.get_by_label(k, exact=True).input_value() == w, f"{label} = {want}")
 

@@ -25,7 +25,7 @@ common.teach(
     "10-component GMM fitted to the training codes (ex-post density, Ghosh et al. 2020). Spherical "
     "interpolation stays on the shell where Gaussian codes live. Where the objective groups the dimensions "
     "(HFVAE, Esmaeili et al. 2019), the sliders and the grid come group by group: dimensions of one group may "
-    "share a factor, groups should not:",
+    "share a factor, groups should not.",
     r"\hat x = g(z),\qquad \operatorname{slerp}(a,b;t)=\frac{\sin((1-t)\omega)}{\sin\omega}\,a"
     r"+\frac{\sin(t\omega)}{\sin\omega}\,b,\quad \cos\omega=\hat a^\top\hat b",
 )
