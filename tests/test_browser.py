@@ -213,6 +213,10 @@ def test_train_watch_reload_explore_compare(server, page):
     # Train: a digits run long enough to watch and reload mid-way; launch enqueues it, starts a worker
     set_number(pg, "steps", STEPS)
     set_number(pg, "eval_every", STEPS // 10)
+    # the form's values reach the link only once the script has run with them: launch from that form
+    pg.wait_for_url(re.compile(rf"train\.steps={STEPS}.*train\.eval_every={STEPS // 10}|"
+                               rf"train\.eval_every={STEPS // 10}.*train\.steps={STEPS}"), timeout=WAIT_S * 1000)
+    settle(pg)
     pg.get_by_role("button", name="Launch").click()
     pg.wait_for_url(re.compile(r"run=(?!" + reference + ")"), timeout=WAIT_S * 1000)  # the new run is selected
     run_id = next(r.id for r in store.list_runs() if r.id != reference)
@@ -458,14 +462,15 @@ def micro_server(tmp_path_factory):
     data = shared_data_dir()
     if data is None or not (data / "mnist" / "t10k-images-idx3-ubyte.gz").exists():
         pytest.skip("real MNIST files not found: set VAEVIZ_DATA_DIR or place ../shared/data/mnist beside the repo")
-    os.environ["VAEVIZ_DATA_DIR"] = str(data)
     from vaeviz.presets import preset_config
 
     store = RunStore(tmp_path_factory.mktemp("micro_home"))
     cfg = preset_config("micro-mnist-2d").with_overrides({"train.steps": 600, "train.eval_every": 200,
                                                           "train.checkpoint_every": 200})
     run_id = store.create_run(cfg, worker_pid=os.getpid())
-    train(cfg, store.sink(run_id), workdir=store.artifact_dir(run_id))
+    with pytest.MonkeyPatch.context() as env:  # the data folder for this training only, not for later tests
+        env.setenv("VAEVIZ_DATA_DIR", str(data))
+        train(cfg, store.sink(run_id), workdir=store.artifact_dir(run_id))
     store.set_status(run_id, "done", device="cpu")
     with serve(store, VAEVIZ_DATA_DIR=str(data)) as url:
         yield url, store, run_id
