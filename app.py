@@ -3,7 +3,8 @@
 import streamlit as st
 import torch
 
-from views import common
+from vaeviz.lessons import LESSONS
+from views import common, lesson
 
 torch.set_num_threads(1)  # the app shares the cores with its training worker; its analyses are small
 
@@ -20,11 +21,14 @@ PAGES = {
         st.Page("views/geco.py", title="GECO dynamics", icon=":material/balance:"),
         st.Page("views/traversals.py", title="Latent traversals", icon=":material/tune:"),
     ],
-    "Compare": [st.Page("views/compare.py", title="Compare", icon=":material/compare:")],
+    "Compare": [st.Page("views/compare.py", title="Compare", icon=":material/compare:"),
+                st.Page("views/beta.py", title="β sweep", icon=":material/stacked_line_chart:", url_path="beta")],
+    "Lessons": [st.Page(lesson.page(name), title=item.title.split(":")[0], icon=":material/school:",
+                        url_path=f"lesson-{name}") for name, item in LESSONS.items()],
     "Runs": [st.Page("views/runs.py", title="Runs", icon=":material/folder_open:")],
 }
 
-page = st.navigation(PAGES)
+page = st.navigation(PAGES, expanded=True)  # every lesson listed, none behind "View more"
 badge = None
 try:
     badge = common.sidebar()

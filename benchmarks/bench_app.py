@@ -45,6 +45,7 @@ from vaeviz import app_state  # noqa: E402
 from vaeviz.analysis.batching import decode_batched  # noqa: E402
 from vaeviz.build import load_run  # noqa: E402
 from vaeviz.config import RunConfig  # noqa: E402
+from vaeviz.lessons import LESSONS  # noqa: E402
 from vaeviz.runs import RunStore  # noqa: E402
 from vaeviz.train import train  # noqa: E402
 
@@ -130,7 +131,8 @@ def live_latency(store: RunStore, repeats: int) -> list[float]:
     return latencies
 
 
-IDLE_PAGES = ["", "info_plane", "tiling", "holes", "sigma", "geco", "traversals", "compare", "runs"]  # url paths
+IDLE_PAGES = ["", "info_plane", "tiling", "holes", "sigma", "geco", "traversals", "compare", "beta", "runs",
+              *(f"lesson-{name}" for name in LESSONS)]  # url paths
 IDLE_MIX = [{"objective.name": "vae"}, {"objective.name": "beta_vae", "model.latent_dim": 8},
             {"objective.name": "rae"}, {"objective.name": "beta_tcvae", "model.latent_dim": 4},
             {"objective.name": "vae", "data.name": "gaussian_mixture", "objective.decoder": "gaussian"}]

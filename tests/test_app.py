@@ -21,7 +21,7 @@ from vaeviz.runs import RunStore
 from vaeviz.train import train
 
 REPO = Path(__file__).resolve().parents[1]
-PAGES = ["train", "info_plane", "tiling", "holes", "sigma", "geco", "traversals", "compare", "runs"]
+PAGES = ["train", "info_plane", "tiling", "holes", "sigma", "geco", "traversals", "compare", "beta", "runs"]
 TINY = {"data.name": "digits", "model.hidden": "32,32", "train.steps": 150, "train.eval_every": 50,
         "train.checkpoint_every": 50, "train.probe_size": 300}
 
@@ -121,7 +121,7 @@ def test_query_params_pick_run_and_step(homes, monkeypatch, no_worker):
     assert (at.query_params["step"], at.query_params["run"]) == ("100", ids["sigma"])
     page(at, "sigma")
     assert at.select_slider(key="scrub_sigma").value == 100  # the step follows across pages
-    (chart,) = at.get("plotly_chart")
+    chart = at.get("plotly_chart")[0]  # (the reconstruction grid follows it)
     assert '"heatmap"' in chart.proto.spec  # σ² curves beside the per-pixel σ² map
 
 
@@ -428,12 +428,11 @@ def test_compare_metrics_table_comes_from_vaeviz_eval(homes, monkeypatch, no_wor
     assert not problems(at)
     specs = [c.proto.spec for c in at.get("plotly_chart")[-2:]]
     fd, table = (json.loads(spec)["data"][0] for spec in specs)
-    metrics = table["cells"]["values"][0]
+    metrics = table["meta"]  # the columns' keys, after the run column
     for key in ("elbo", "nll_sigma_free", "iwae", "hole_fraction", "marginal_kl", "n_components"):
         assert key in metrics
     assert not {"fd_prior", "fd_gaussian", "fd_gmm"} & set(metrics)
-    counts = {table["cells"]["values"][1][metrics.index("n_components")],
-              table["cells"]["values"][2][metrics.index("n_components")]}
+    counts = set(table["cells"]["values"][1 + metrics.index("n_components")])
     n_train = len(load_dataset(store.get(ids["geco"]).config.data).x_train)
     assert counts == {str(min(10_000, n_train))}  # all the training posteriors of digits, printed as a count
     assert fd["header"]["values"] == ["run", "prior N(0, I) · fd_prior", "single Gaussian · fd_gaussian",

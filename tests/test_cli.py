@@ -250,8 +250,8 @@ def test_sweep_trains_every_combination_as_one_batch(vaeviz_home):
     assert len(ids) == 4
     runs = [RunStore(vaeviz_home).get(i) for i in ids]
     assert {r.status for r in runs} == {"done"} and len({r.batch for r in runs}) == 1
-    assert sorted(r.name for r in runs) == ["objective=beta_vae seed=0", "objective=beta_vae seed=1",
-                                            "objective=vae seed=0", "objective=vae seed=1"]
+    assert sorted(r.name for r in runs) == ["digits objective=beta_vae seed=0", "digits objective=beta_vae seed=1",
+                                            "digits objective=vae seed=0", "digits objective=vae seed=1"]
     bad = subprocess.run(cmd[:-4] + ["--vary", "objective.beta"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "key=v1,v2" in bad.stderr and "Traceback" not in bad.stderr
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -187,13 +186,6 @@ def test_the_geco_page_names_the_constraint_its_units_and_a_clamp_hit(vaeviz_hom
     assert figure.layout.annotations[1].text == "constraint C and its moving average"
     assert figure.layout.yaxis2.title.text == "C: probability of the true<br>label"  # the constraint's own units
     assert not any(t.name.startswith("κ²") for t in figure.data)
-
-
-def test_lambda_clamp_steps_finds_the_first_step_at_each_clamp():
-    df = pd.DataFrame({"step": [1, 2, 3, 4, 5], "split": "train", "name": "lambda",
-                       "value": np.float32([1.0, 1e-6, 2e-6, 1e-6, 50.0])})
-    assert plots.lambda_clamp_steps(plots.wide(df), 1e-6, 50.0) == {"lambda_max": 5, "lambda_min": 2}
-    assert plots.lambda_clamp_steps(plots.wide(df), 1e-7, 1e3) == {"lambda_max": None, "lambda_min": None}
 
 
 def test_a_saved_fre_run_resumes_and_loads_without_the_classifier_in_its_checkpoint(tmp_path):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import json
+import math
 import os
 import re
 import typing
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from vaeviz.checkpoint import checkpoint_steps
 from vaeviz.config import DEFAULT_OBJECTIVE, ConfigError, ObjectiveConfig, RunConfig, base_type, carry_knobs
@@ -273,12 +276,252 @@ def runs_that_log(*terms: str) -> str:
     return text
 
 
-def comparison_configs(cfg: RunConfig, objectives: list[str]) -> list[RunConfig]:
-    """The same data, network, seed and training under each objective; objective knobs that mean the same thing
-    carry over (`ObjectiveConfig.switched_to`), the others are at the objective's defaults."""
+MEASURE_STEPS = 100  # without a held-out MSE, `measured_error` averages the training MSE of this many last steps
+
+
+def measured_error(store: RunStore, run_id: str, dim: int) -> dict:
+    """What a run measured of its data, for the knobs other objectives suggest on it (`Objective.suggested`):
+    {"mse": its reconstruction MSE per data dimension, "dim": `dim` (the data dimension d), "split", "step"}. The
+    MSE is the last held-out one (split "eval": one fixed model), else the mean of the training MSE over the last
+    MEASURE_STEPS logged steps (split "train", at the last of them); {} while the run has logged none."""
+    df = store.metrics(run_id, names=["mse"])
+    for split in ("eval", "train"):
+        rows = df[df["split"] == split].sort_values("step")
+        if len(rows):
+            tail = rows.tail(1 if split == "eval" else MEASURE_STEPS)
+            return {"mse": float(tail["value"].mean()), "dim": int(dim), "split": split,
+                    "step": int(tail["step"].iloc[-1])}
+    return {}
+
+
+@dataclass
+class Planned:
+    """One run of a comparison: its config, the objective knobs it keeps from the selected run (those that differ
+    from the objective's defaults) and those chosen for the run's data (`Objective.suggested`)."""
+
+    config: RunConfig
+    kept: dict
+    suggested: dict
+
+
+def plan_comparison(cfg: RunConfig, objectives: list[str], measured: dict | None = None,
+                    taken=()) -> list[Planned]:
+    """The same data, network, seed and training under each objective. Objective knobs that mean the same thing
+    carry over from `cfg` (`--set objective.name=`'s rule, `ObjectiveConfig.switched_to`); of the others, those the
+    objective suggests for data on which `cfg`'s run measured `measured` (`measured_error`) take that value, the
+    rest its default. An objective that is `cfg`'s own keeps every knob of `cfg`. Runs are named
+    `<objective>-<data>-cmp`, with `-2`, `-3`, ... where a name is `taken` (a comparison launched again)."""
     if not objectives:
         raise ConfigError("pick at least one objective to compare")
-    return [cfg.with_overrides({"objective.name": name, "name": f"{name}-{cfg.data.name}-cmp"}) for name in objectives]
+    out, taken = [], set(taken)
+    for name in objectives:
+        run_name = _unused(f"{name}-{cfg.data.name}-cmp", taken)
+        taken.add(run_name)
+        switched = cfg.with_overrides({"objective.name": name, "name": run_name})
+        kept = _kept_knobs(cfg.objective, switched.objective)
+        wanted = {} if name == cfg.objective.name else REGISTRY[name].suggested(switched.objective.params,
+                                                                                 measured or {})
+        wanted = {k: v for k, v in wanted.items() if k not in kept}
+        try:
+            planned = switched.with_overrides({f"objective.{k}": v for k, v in wanted.items()})
+        except ConfigError:  # a suggestion outside a knob's bounds (data reconstructed almost exactly): defaults
+            planned, wanted = switched, {}
+        out.append(Planned(planned, kept, wanted))
+    return out
+
+
+def _unused(name: str, taken: set[str]) -> str:
+    i, unused = 1, name
+    while unused in taken:
+        i += 1
+        unused = f"{name}-{i}"
+    return unused
+
+
+def _kept_knobs(old: ObjectiveConfig, new: ObjectiveConfig) -> dict:
+    """The knobs of `new` whose values it took over from `old` and that differ from `new`'s defaults."""
+    before, after = old.to_dict(), new.to_dict()
+    defaults = ObjectiveConfig.build({"name": new.name}).to_dict()
+    return {k: v for k, v in after.items() if k != "name" and k in before and before[k] == v and v != defaults[k]}
+
+
+def comparison_configs(cfg: RunConfig, objectives: list[str], measured: dict | None = None,
+                       taken=()) -> list[RunConfig]:
+    """The configs of `plan_comparison`."""
+    return [p.config for p in plan_comparison(cfg, objectives, measured, taken)]
+
+
+# -- β sweeps ----------------------------------------------------------------------------------
+
+BETA_OBJECTIVE = "beta_vae"  # what a β sweep trains when the base run's objective has no β weighing the rate
+MAX_SWEEP_BETAS = 16  # runs of one β sweep from the app (they train together as one batched model)
+_SWEEP_TAIL = re.compile(r"(\s+(β|beta)=\S+)+")  # the varying value in a sweep run's name
+_COPY_TAIL = re.compile(r"\s+#\d+$")  # the suffix that tells a second sweep of one base from the first
+
+
+def _beta_knob(objective: str) -> Knob | None:
+    """The objective's knob `beta`, or None."""
+    return next((k for k in knobs(REGISTRY[objective].Params, "objective") if k.key == "objective.beta"), None)
+
+
+def has_rate_beta(objective: str) -> bool:
+    """Whether `objective` has a β that weighs the rate: a knob `beta` meaning what β-VAE's means (same help text;
+    RAE's β weighs ½‖z‖² and β-TCVAE's the total correlation, so they have none)."""
+    knob_ = _beta_knob(objective)
+    return knob_ is not None and knob_.help == _beta_knob(BETA_OBJECTIVE).help
+
+
+def log_betas(lo: float = 0.1, hi: float = 10.0, n: int = 8) -> list[float]:
+    """`n` log-spaced β from `lo` to `hi`, rounded to 3 significant digits: the β sweep's default."""
+    return [float(f"{b:.3g}") for b in np.geomspace(lo, hi, n)]
+
+
+def beta_text(beta: float) -> str:
+    """β as a run name and the β field show it: `0.316`, `10`, `1000`."""
+    return f"{beta:g}"
+
+
+def parse_betas(text: str) -> list[float]:
+    """The β values of the β sweep's text field (separated by commas or spaces), sorted; ConfigError naming the
+    first bad one: not a number, not positive, above β-VAE's bound, listed twice, fewer than 2 or more than
+    MAX_SWEEP_BETAS values."""
+    hi = _beta_knob(BETA_OBJECTIVE).hi
+    parts = [p for p in re.split(r"[,\s;]+", str(text)) if p]
+    if len(parts) < 2:
+        raise ConfigError("list at least two β values, e.g. 0.1, 1, 10")
+    if len(parts) > MAX_SWEEP_BETAS:
+        raise ConfigError(f"{len(parts)} β values: a sweep has at most {MAX_SWEEP_BETAS}")
+    betas = {}
+    for part in parts:
+        try:
+            beta = float(part) if len(part) <= 40 else math.nan
+        except ValueError:
+            raise ConfigError(f"β {short(part)!r} is not a number") from None
+        if not 0 < beta <= hi:  # (also NaN)
+            raise ConfigError(f"β = {short(part)} is not in (0, {hi:g}]: β must be positive (its axis is "
+                              "logarithmic) and at most β-VAE's bound")
+        if beta_text(beta) in betas:
+            raise ConfigError(f"β = {beta_text(beta)} is listed twice")
+        betas[beta_text(beta)] = beta
+    return sorted(betas.values())
+
+
+def sweep_stem(name: str) -> str:
+    """A run name without a sweep's value and copy number: the stem of the names of a sweep based on that run
+    (`vae-digits β=0.316 #2` → `vae-digits`)."""
+    return _COPY_TAIL.sub("", _SWEEP_TAIL.sub("", str(name))).strip() or str(name)
+
+
+def unique_names(names: list[str], taken) -> list[str]:
+    """`names` (distinct) as they are when none is taken, else all with one suffix ` #n`, the smallest n ≥ 2 that
+    makes every one of them new: a batch keeps one copy number, so two sweeps never list identical runs."""
+    taken = set(taken)
+    if len(set(names)) != len(names):
+        raise ConfigError("the runs of one sweep need distinct names")
+    n = 1
+    while any((name if n == 1 else f"{name} #{n}") in taken for name in names):
+        n += 1
+    return names if n == 1 else [f"{name} #{n}" for name in names]
+
+
+@dataclass
+class BetaSweepPlan:
+    """The runs of a β sweep: configs and names (one per β), the objective trained, the notes of the switch to it
+    (knobs the base run had that it drops or changes; empty when the base objective has a β of the rate)."""
+
+    configs: list[RunConfig]
+    names: list[str]
+    objective: str
+    switched: bool  # the base run's objective had no β of the rate
+    notes: list[str]
+
+
+def plan_beta_sweep(cfg: RunConfig, base_name: str, betas: list[float], taken) -> BetaSweepPlan:
+    """A β sweep of the run with config `cfg` and name `base_name`: the same data, network, seed, training and
+    objective knobs, with each β of `betas`; an objective without a β of the rate is switched to BETA_OBJECTIVE
+    (`--set objective.name=` 's rule keeps the knobs that mean the same thing). Runs are named `<stem> β=<β>`
+    (`sweep_stem`), with ` #n` when a name is `taken`."""
+    objective = cfg.objective.name if has_rate_beta(cfg.objective.name) else BETA_OBJECTIVE
+    names = unique_names([f"{sweep_stem(base_name)} β={beta_text(b)}" for b in betas], taken)
+    notes: list = []
+    configs = [cfg.with_overrides({"objective.name": objective, "objective.beta": b, "name": name}, notes)
+               for b, name in zip(betas, names, strict=True)]
+    notes = list(dict.fromkeys(map(str, notes)))  # once each, however many runs
+    return BetaSweepPlan(configs, names, objective, objective != cfg.objective.name, notes)
+
+
+@dataclass
+class Sweep:
+    """A β sweep in the store: one batch whose runs differ only in β (sorted by β)."""
+
+    batch: str
+    runs: list[RunRecord]
+
+    @property
+    def betas(self) -> list[float]:
+        return [r.config.objective.beta for r in self.runs]
+
+    @property
+    def label(self) -> str:
+        """`vae-digits #2 · β 0.1 … 10 · 8 runs · batch 1a2b3c4d` (a picker's option: never markdown)."""
+        stem = _SWEEP_TAIL.sub("", self.runs[0].name).strip() or self.runs[0].name
+        return (f"{stem} · β {beta_text(self.betas[0])} … {beta_text(self.betas[-1])} · {len(self.runs)} runs"
+                f" · batch {self.batch}")
+
+    @property
+    def active(self) -> bool:
+        return any(r.status in ACTIVE for r in self.runs)
+
+
+def beta_sweeps(runs: list[RunRecord]) -> list[Sweep]:
+    """The β sweeps among `runs`, in the order of their newest runs (`RunStore.list_runs` is newest first): each
+    batch of at least two runs whose objective has a β of the rate and whose configs differ only in β and name
+    (the app's β sweeps and `vaeviz sweep --vary objective.beta=...`)."""
+    batches: dict[str, list[RunRecord]] = {}
+    for r in runs:
+        if r.batch:
+            batches.setdefault(r.batch, []).append(r)
+    return [Sweep(b, sorted(members, key=lambda r: r.config.objective.beta))
+            for b, members in batches.items() if _varies_only_beta(members)]
+
+
+def _varies_only_beta(runs: list[RunRecord]) -> bool:
+    if len(runs) < 2 or not all(has_rate_beta(r.objective) for r in runs):
+        return False
+    rest = {_without_beta(r.config) for r in runs}
+    return len(rest) == 1 and len({r.config.objective.beta for r in runs}) == len(runs)
+
+
+def _without_beta(cfg: RunConfig) -> str:
+    d = cfg.to_dict()
+    d["name"] = None
+    d["objective"].pop("beta")
+    return json.dumps(d, sort_keys=True)
+
+
+POINT_COLUMNS = ["id", "run", "beta", "status", "step", "split", "rate", "distortion", "neg_elbo", "active_units"]
+
+
+def sweep_points(store: RunStore, runs: list[RunRecord]) -> pd.DataFrame:
+    """One row per run that has logged rate and distortion (columns POINT_COLUMNS): its latest held-out (split
+    "eval") rate R, distortion D, −ELBO = D + R and active units, else its last logged training batch's."""
+    rows = [row for r in runs if (row := _latest_point(store, r)) is not None]
+    return pd.DataFrame(rows, columns=POINT_COLUMNS)
+
+
+def _latest_point(store: RunStore, rec: RunRecord) -> dict | None:
+    names = ["rate", "distortion", "active_units"]
+    last = store.last_step(rec.id)
+    for split, since in (("eval", None), ("train", None if last is None else last - 1)):
+        df = store.metrics(rec.id, split=split, names=names, since_step=since)
+        w = df.pivot_table(index="step", columns="name", values="value", aggfunc="last")
+        if {"rate", "distortion"} <= set(w.columns) and len(w := w.dropna(subset=["rate", "distortion"])):
+            row = w.iloc[-1]
+            r, d = float(row["rate"]), float(row["distortion"])
+            return {"id": rec.id, "run": rec.name, "beta": rec.config.objective.beta, "status": rec.status,
+                    "step": int(w.index[-1]), "split": split, "rate": r, "distortion": d, "neg_elbo": d + r,
+                    "active_units": float(row.get("active_units", math.nan))}
+    return None
 
 
 # -- user .npz files ----------------------------------------------------------------------------

@@ -7,7 +7,9 @@
     vaeviz show RUN | cancel RUN | resume RUN [--background]
     vaeviz export RUN --format csv|parquet|json [--out FILE]
     vaeviz eval RUN [--step S] [--json] [--batch N]
-    vaeviz datasets | presets
+    vaeviz datasets | presets | lessons
+    vaeviz lesson NAME [--full]
+    vaeviz report RUN|LESSON --html FILE [--full]
 
 A user error (bad key or value, unknown run, bad data file, a config that cannot train to the
 end, an unreadable checkpoint) prints one `error: ...` line on stderr and exits 2; a run that
@@ -170,12 +172,25 @@ def _report(out: Outcome) -> int:
 def cmd_train(args) -> int:
     cfg = checked_config(args)
     store = RunStore()
+    name = args.name or _preset_run_name(args, cfg, store)
+    if name:
+        cfg = cfg.with_overrides({"name": name})
     pid = None if args.background else os.getpid()
-    run_id = store.create_run(cfg, args.name, worker_pid=pid)
+    run_id = store.create_run(cfg, name, worker_pid=pid)
     _out(f"run: {run_id}")
     if args.background:
         return _start_worker(store)
     return _run_here(store, run_id)
+
+
+def _preset_run_name(args, cfg: RunConfig, store: RunStore) -> str | None:
+    """A `--preset NAME` run (not renamed by `--set name=`) is named as the app's Train page names it: the preset,
+    with the objective when `--set objective.name=` switched it, and `-2`, `-3`, ... when the name is taken."""
+    if not args.preset or cfg.name != args.preset:
+        return None
+    from vaeviz.app_state import preset_run_name
+
+    return preset_run_name(args.preset, cfg.objective.name, [r.name for r in store.list_runs()])
 
 
 def sweep_configs(base: RunConfig, vary: list[str]) -> list[RunConfig]:
@@ -203,7 +218,8 @@ def cmd_sweep(args) -> int:
     cfgs = checked_sweep(args)
     store = RunStore()
     keys = [v.partition("=")[0].strip() for v in args.vary]
-    names = [" ".join(f"{_short(k)}={_get(c, k)}" for k in keys) for c in cfgs]
+    names = sweep_names(cfgs, keys, [r.name for r in store.list_runs()])
+    cfgs = [c.with_overrides({"name": n}) for c, n in zip(cfgs, names, strict=True)]
     pid = None if args.background else os.getpid()
     batch = os.urandom(4).hex()
     ids = [store.create_run(c, n, worker_pid=pid, batch=batch) for c, n in zip(cfgs, names)]
@@ -227,6 +243,27 @@ def checked_sweep(args) -> list[RunConfig]:
     for cfg in cfgs:
         preflight(cfg)
     return cfgs
+
+
+def sweep_names(cfgs: list[RunConfig], keys: list[str], taken) -> list[str]:
+    """`<base> key=value ...` for each run of a sweep, e.g. `vae-digits beta=0.5`: the base is the config's name (a
+    preset's, `--set name=`), else `<data>-<objective>` without the parts that vary; when a name is `taken`, every
+    run of the sweep gets one ` #n` (`app_state.unique_names`), so two sweeps never list identical names."""
+    from vaeviz.app_state import unique_names
+
+    first = cfgs[0]
+    parts = [value for key, value in (("data.name", first.data.name), ("objective.name", first.objective.name))
+             if key not in keys]
+    base = first.name if first.name and "name" not in keys else "-".join(parts) or "sweep"
+    names = [" ".join([base, *(f"{_short(k)}={_text(_get(c, k))}" for k in keys)]) for c in cfgs]
+    return unique_names(names, taken)
+
+
+def _text(value) -> str:
+    """A config value in a run name: `0.5`, `10` (not `10.0`), `256,256`."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def _short(key: str) -> str:
@@ -309,6 +346,8 @@ def _when(t: float | None) -> str:
 
 
 def cmd_show(args) -> int:
+    from vaeviz.analysis.bounds import touched_bounds
+
     store = RunStore()
     r = store.get(args.run)
     _out(f"run:       {r.id}  ({r.name})")
@@ -319,6 +358,8 @@ def cmd_show(args) -> int:
     if r.error:
         _out(f"error:     {r.error}")
     df = store.metrics(r.id)
+    for hit in touched_bounds(r.config, df):  # a clamp or floor of the objective's state that the run reached
+        _out(f"bound:     {hit.describe()}")
     for split in ("train", "eval"):
         part = df[df.split == split]
         if len(part):
@@ -421,6 +462,67 @@ def cmd_presets(args) -> int:
     return 0
 
 
+# -- lessons and reports -----------------------------------------------------------------------
+
+
+def _lesson(name: str):
+    from vaeviz.lessons import LESSONS
+
+    if name not in LESSONS:
+        raise UserError(f"unknown lesson {name!r} (known: {', '.join(LESSONS)})")
+    return LESSONS[name]
+
+
+def cmd_lessons(args) -> int:
+    from vaeviz.lessons import LESSONS
+
+    for name, lesson in LESSONS.items():
+        _out(name)
+        _out(f"    {lesson.title}")
+    return 0
+
+
+def cmd_lesson(args) -> int:
+    """Train what the lesson needs (reusing finished runs), then print each check's verdict and sentence."""
+    from vaeviz.lessons.runner import lesson_runs, train_here
+
+    lesson = _lesson(args.name)
+    store = RunStore()
+    progress = ProgressLine()
+    done = train_here(store, lesson, args.full, progress=progress)
+    progress.end()
+    _out(f"runs: {done.new} trained, {done.reused} reused; training took {done.seconds:.1f} s")
+    runs = lesson_runs(store, lesson, args.full)
+    failed = [role for role, rec in runs.records.items() if rec is None or rec.status != "done"]
+    for role in failed:
+        rec = runs.records[role]
+        _err(f"run {role!r} {'was not created' if rec is None else 'ended ' + rec.status}")
+    for check in lesson.checks:  # a claim that does not hold is a finding, not an error
+        verdict = check.judge(runs)
+        if verdict is None:
+            _out(f"unfinished: {check.claim}")
+            continue
+        _out(f"{'agrees' if verdict.holds else 'differs'}: {verdict.sentence}")
+    return 1 if failed else 0
+
+
+def cmd_report(args) -> int:
+    """One self-contained HTML file for a lesson (by name) or a run (id, id prefix or name)."""
+    from vaeviz import report
+    from vaeviz.lessons import LESSONS
+    from vaeviz.lessons.runner import lesson_runs
+
+    store = RunStore()
+    if args.target in LESSONS:
+        lesson = LESSONS[args.target]
+        text = report.lesson_html(lesson, lesson_runs(store, lesson, args.full))
+    else:
+        text = report.run_html(store, store.get(args.target))
+    Path(args.html).write_text(text, encoding="utf-8")
+    _out(f"wrote {args.html}")
+    return 0
+
+
 # -- argument parsing --------------------------------------------------------------------------
 
 
@@ -498,6 +600,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "the noise is fixed per example, so the metrics do not depend on it")
     command("datasets", cmd_datasets, "list the built-in datasets")
     command("presets", cmd_presets, "list the config presets")
+    command("lessons", cmd_lessons, "list the lessons (name, then title)")
+    p = command("lesson", cmd_lesson, "train a lesson's runs (reusing finished ones) and print its checks")
+    p.add_argument("name", metavar="NAME", help="a lesson (see `vaeviz lessons`)")
+    p.add_argument("--full", action="store_true", help="the paper's settings (slower) instead of the quick ones")
+    p = command("report", cmd_report, "write one self-contained HTML file for a run or a lesson")
+    p.add_argument("target", metavar="RUN|LESSON", help="a lesson name, or a run id, id prefix or name")
+    p.add_argument("--html", required=True, metavar="FILE", help="the HTML file to write")
+    p.add_argument("--full", action="store_true", help="a lesson's full-size runs")
     return parser
 
 

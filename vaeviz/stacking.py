@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 from collections.abc import Callable
 
 import torch
@@ -30,18 +31,22 @@ SHARED = ("data", "model", "train.steps", "train.batch_size", "train.lr", "train
           "train.checkpoint_every", "train.dtype")
 
 
+def shared_values(cfg: RunConfig) -> tuple:
+    """The values of `SHARED` keys of a config, as JSON text each: runs with equal ones may train batched."""
+    d = cfg.to_dict()
+    parts = [d[section] if not leaf else d[section][leaf] for section, _, leaf in (k.partition(".") for k in SHARED)]
+    return tuple(json.dumps(p, sort_keys=True) for p in parts)
+
+
 def check_batchable(cfgs: list[RunConfig]) -> None:
     """K ≥ 1 runs can train batched when they share data, network and schedule."""
     if not cfgs:
         raise ConfigError("a batched comparison needs at least one run")
-    first = cfgs[0].to_dict()
+    first = shared_values(cfgs[0])
     for cfg in cfgs[1:]:
-        d = cfg.to_dict()
-        for key in SHARED:
-            section, _, leaf = key.partition(".")
-            a, b = (first[section], d[section]) if not leaf else (first[section][leaf], d[section][leaf])
+        for key, a, b in zip(SHARED, first, shared_values(cfg)):
             if a != b:
-                raise ConfigError(f"runs in one batch must share '{key}': {a!r} != {b!r}")
+                raise ConfigError(f"runs in one batch must share '{key}': {a} != {b}")
 
 
 class Stacked:

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from vaeviz import app_state, worker
-from vaeviz.analysis import tiling
+from vaeviz import app_state, plots, worker
+from vaeviz.analysis import bounds, reconstruct, tiling
 from vaeviz.app_state import plain, short
 from vaeviz.build import load_run
 from vaeviz.config import DataConfig
@@ -311,3 +311,59 @@ def teach(text: str, equation: str) -> None:
     st.latex(equation)
     with st.expander("What am I looking at?"):
         st.markdown(text)
+
+
+# -- reconstructions ---------------------------------------------------------------------------
+
+RECON_IMAGES, RECON_POINTS, PRIOR_POINTS, CLOUD_POINTS = 16, 40, 300, 2000  # what the reconstruction panel draws
+
+
+@st.cache_data(show_spinner="Reconstructing held-out examples…", max_entries=32)
+def _reconstructions(home: str, run_id: str, step: int) -> dict:
+    """Held-out reconstructions of the run at checkpoint `step` (`vaeviz.analysis.reconstruct`): for images, a
+    grid's worth with one posterior sample each; for vectors, more points, the eval cloud and decoded prior samples."""
+    setup = _model(home, run_id, step)
+    data = setup.data
+    if data.is_image:
+        rec = reconstruct.eval_reconstructions(setup.model, data, RECON_IMAGES, sample=True)
+        return {"inputs": rec.inputs, "means": rec.means, "samples": rec.samples, "shape": rec.shape}
+    rec = reconstruct.eval_reconstructions(setup.model, data, RECON_POINTS, sample=False)
+    cloud = np.asarray(data.x_eval[:CLOUD_POINTS]).reshape(-1, data.dim)
+    return {"inputs": rec.inputs, "means": rec.means, "cloud": cloud, "shape": rec.shape,
+            "prior": reconstruct.decoded_prior(setup.model, PRIOR_POINTS)}
+
+
+def reconstruction_panel(rec, step: int | None, key: str) -> None:
+    """Held-out inputs beside their reconstructions with the run's weights at or before `step` (the latest with
+    None): a grid of images (input, g(μ(x)), one posterior sample's g(z)) or, for vector data, the data space."""
+    chosen = app_state.checkpoint_for(store(), rec.id, step)
+    if chosen is None:
+        st.info("No checkpoint yet: reconstructions appear once the run has saved its first weights.")
+        return
+    out = _reconstructions(os.environ.get("VAEVIZ_HOME", ""), rec.id, chosen)
+    nearest = "" if step in (None, chosen) else f", the checkpoint nearest step {step}"
+    where = f"the weights of step {chosen}{nearest}"
+    if len(out["shape"]) == 3:
+        rows = {"g(μ(x))": out["means"]} | ({} if out["samples"] is None else {"g(z), z ~ q(z|x)": out["samples"]})
+        st.plotly_chart(plots.reconstruction_grid(out["inputs"], rows, out["shape"]), key=key)
+        sample = "" if out["samples"] is None else " and the decoded mean g(z) of one posterior sample z ~ q(z|x)"
+        st.caption(plain(f"{len(out['inputs'])} held-out examples (eval split), each above its reconstruction "
+                         f"g(μ(x)), the decoder's mean at the posterior mean{sample}; {where}."))
+        return
+    st.plotly_chart(plots.data_space(out["cloud"], out["means"], out["prior"], out["inputs"],
+                                     title="Reconstructions in data space"), key=key)
+    st.caption(plain(f"{len(out['cloud'])} held-out points (eval split); {len(out['inputs'])} of them joined to "
+                     f"their reconstruction g(μ(x)), and {len(out['prior'])} decoded prior samples g(z), z ~ N(0, I); "
+                     f"{where}."))
+
+
+def bound_notice(rec, terms: tuple[str, ...], what: str) -> None:
+    """A warning, when the run reached a bound of its objective on one of the logged `terms` (`Objective.bounds`,
+    `vaeviz.analysis.bounds`): `what` happened ("λ reached its clamp"), each bound with its first step, and what
+    sitting there does to the run."""
+    df = metrics(rec.id, split="train", names=list(terms))
+    hits = [h for h in bounds.touched_bounds(rec.config, df) if h.bound.term in terms]
+    if hits:
+        where = "; ".join(f"{h.bound.label} = {h.value:g} at step {h.step}" for h in hits)
+        notes = " ".join(dict.fromkeys(h.bound.note for h in hits))
+        st.warning(plain(f"{what} during the run ({where}). {notes}"))

@@ -35,14 +35,7 @@ df = common.metrics(rec.id, split="train", names=["lambda", "c_ma", "c_batch", "
 if "lambda" not in set(df.name):
     st.info("No metrics yet.")
     st.stop()
-clamps = plots.lambda_clamp_steps(plots.wide(df), params.lambda_min, params.lambda_max)  # over the whole run
-touched = [f"{bound.replace('lambda', 'λ')} = {getattr(params, bound):g} at step {at}"
-           for bound, at in clamps.items() if at is not None]
-if touched:
-    st.warning(common.plain(
-        f"λ reached its clamp during the run ({'; '.join(touched)}). While λ sits at a clamp it stops following "
-        "exp(ν·C_ma), and Adam's memory of the huge or tiny gradients of those steps can stall the rate for "
-        "hundreds of steps; a smaller ν keeps λ inside its clamps."))
+common.bound_notice(rec, ("lambda",), "λ reached its clamp")  # over the whole run, as `vaeviz show` says
 step = common.step_scrubber(sorted(set(common.store().snapshot_steps(rec.id)) | {int(df.step.max())}), "geco",
                             "Replay up to step")
 df = df[df.step <= max(step, int(df.step.min()))]  # step 0 (before training): the first batch
@@ -58,3 +51,5 @@ path = common.metrics(rec.id, names=["rate", "distortion"])
 path = path[path.step <= step]
 right.plotly_chart(plots.information_plane({rec.name: path}, title="Its path in the information plane"),
                    key="geco_plane")
+st.subheader("Reconstructions")
+common.reconstruction_panel(rec, step, "geco_recon")

@@ -1,4 +1,5 @@
-"""σ² evolution: a learned or closed-form decoder variance against step, β = 2σ², the per-pixel σ² map."""
+"""σ² evolution: a learned or closed-form decoder variance against step, β = 2σ², the per-pixel σ² map, whether σ
+reached its floor σ_min, and held-out reconstructions at the chosen step."""
 
 import streamlit as st
 
@@ -26,6 +27,7 @@ if df.empty:
 if not REGISTRY[rec.objective].logs("sigma2"):
     st.info(f"This run ({rec.objective}) has no learned decoder variance; the curve shows the batch MSE, which is "
             f"the closed-form σ*² a σ-VAE would use. Pick {app_state.runs_that_log('sigma2')} for the full view.")
+common.bound_notice(rec, ("sigma2", "sigma2_min"), "σ² reached its floor")
 step = common.step_scrubber(common.store().snapshot_steps(rec.id), "sigma", "Step of the per-pixel map")
 snap = common.snapshot(rec.id, step) if step is not None else {}
 fig = plots.sigma_evolution(df, snap.get("sigma2"), common.data_shape(rec), step)
@@ -37,3 +39,5 @@ if "sigma2_per_image" in snap:  # σ-VAE's per-image closed form: one σ*ᵢ per
                "model reconstructs badly gets a large σᵢ and so a small weight 1/(2σᵢ²) on its error, so the hard "
                "images no longer dominate the gradient the way they do under one shared σ* (the dashed line). "
                "Held-out metrics still score every image at the one σ* of the training split.")
+st.subheader("Reconstructions")
+common.reconstruction_panel(rec, step, "sigma_recon")

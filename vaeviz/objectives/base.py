@@ -45,6 +45,27 @@ class Chart:
     log_y: bool = False
 
 
+@dataclass(frozen=True)
+class Bound:
+    """A clamp or floor on an objective's logged state, which the app reports once a run reaches it
+    (`vaeviz.analysis.bounds`): the logged train `term`, the `Params` knob that sets the bound, the side the term
+    reaches it from ("max": from below, "min": from above), the bound on the term as `knob ** power` (σ² against
+    σ_min), the relative tolerance `rtol` of "at the bound", the bound's symbol in the app (`label`), and `note`:
+    what it does to the run while there."""
+
+    term: str
+    knob: str
+    side: str
+    power: int = 1
+    rtol: float = 1e-5  # terms are logged in float32
+    label: str = ""
+    note: str = ""
+
+    def value(self, params: Params) -> float:
+        """The bound on the logged term of a run with `params`."""
+        return float(getattr(params, self.knob)) ** self.power
+
+
 @dataclass
 class Pass:
     """One encode-sample-decode pass over a batch: tensors (B, ...) for one run, or (K, B, ...) for the
@@ -105,9 +126,23 @@ class Objective(nn.Module):
         return cls.__name__
 
     @classmethod
+    def bounds(cls, params: Params) -> tuple[Bound, ...]:
+        """The clamps and floors on the state a run with `params` logs (GECO's λ_min/λ_max, σ-VAE's σ_min).
+        Default: none."""
+        return ()
+
+    @classmethod
     def logs(cls, *terms: str) -> bool:
         """Whether this objective's runs log every one of `terms` (a page's check that a run has what it plots)."""
         return set(terms) <= {*STANDARD_TERMS, *cls.state_terms}
+
+    @classmethod
+    def suggested(cls, params: Params, measured: dict) -> dict:
+        """Knob values that suit data on which another run measured `measured` (`vaeviz.app_state.measured_error`:
+        "mse", its reconstruction MSE per data dimension, and "dim", the data dimension d), for a run of this
+        objective whose knobs are `params`: {knob: value}, applied by Compare's comparison to the knobs it does not
+        carry over from the selected run. Default: no change."""
+        return {}
 
     def __init__(self, params: Params, data_dim: int):
         super().__init__()

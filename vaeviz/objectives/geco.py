@@ -26,6 +26,7 @@ training split's MSE (`calibrate`) in every held-out metric, so that those are o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -37,7 +38,7 @@ from torch.nn import functional as F
 from vaeviz.distributions import gaussian_nll
 from vaeviz.knobs import ConfigError
 from vaeviz.objective_params import GECOParams
-from vaeviz.objectives.base import Chart, Losses, Objective, Pass
+from vaeviz.objectives.base import Bound, Chart, Losses, Objective, Pass
 from vaeviz.objectives.sigma_vae import CALIBRATED, closed_form_log_sigma, fitted_log_sigma, fixed_log_sigma
 
 if TYPE_CHECKING:  # annotations only
@@ -148,6 +149,17 @@ class Classification:
 
 
 CONSTRAINTS = {"re": Reconstruction(), "fre": FeatureReconstruction(), "cla": Classification()}  # Table 1
+CLAMP_NOTE = ("While λ sits at a clamp it stops following exp(ν·C_ma), and Adam's memory of the huge or tiny "
+              "gradients of those steps can stall the rate for hundreds of steps; a smaller ν keeps λ inside its "
+              "clamps.")
+
+
+SUGGESTED_DRIFT = 1e-3  # ν·κ² of `GECO.suggested`: log λ's step per unit of relative violation MSE/κ² − 1
+
+
+def _round(x: float) -> float:
+    """`x` to 3 significant digits (a knob value as a user would type it)."""
+    return float(f"{x:.3g}")
 
 
 class GECO(Objective):
@@ -159,6 +171,34 @@ class GECO(Objective):
     @classmethod
     def distortion_kind(cls, params: GECOParams) -> str:
         return CALIBRATED
+
+    @classmethod
+    def bounds(cls, params: GECOParams) -> tuple[Bound, ...]:
+        """λ's clamps of Algorithm 1's update λ ← clamp(λ·exp(ν·C_ma), λ_min, λ_max)."""
+        return (Bound("lambda", "lambda_max", "max", label="λ_max", note=CLAMP_NOTE),
+                Bound("lambda", "lambda_min", "min", label="λ_min", note=CLAMP_NOTE))
+
+    @classmethod
+    def suggested(cls, params: GECOParams, measured: dict) -> dict:
+        """κ, λ₀ and ν of a constraint on the reconstruction MSE (RE) for data on which a run measured an MSE per
+        dimension m (`measured["mse"]`) over d dimensions (`measured["dim"]`); no change for the other kinds
+        (nothing measured is in their units) or without a measurement:
+        - κ = √m: the RMSE per dimension that run reached, so the constraint MSE ≤ κ² is one a network of the
+          same size meets in the same steps (GECO then spends the least rate on it);
+        - λ₀ = d/(2κ²): R + λ·MSE is then, up to a constant, the negative ELBO of a Gaussian decoder with σ = κ,
+          the scale λ settles at, rather than climbing there from 1 while the rate collapses the posterior;
+        - ν = SUGGESTED_DRIFT/κ²: log λ moves by SUGGESTED_DRIFT per step per unit of relative violation
+          MSE/κ² − 1, on any data's scale.
+        Measured on digits (latent 8, 2,000 steps; presets beta-vae-annealed-digits and sigma-vae-digits, then GECO
+        with these knobs): after the β-VAE (m = 0.052) or the σ-VAE (m = 0.013), λ peaks at 8·10² or 2·10⁴ and
+        the constraint holds from step 291 or 648, λ never at λ_max; with the defaults (κ = 0.1, ν = 1, λ₀ = 1) on
+        the same data, λ sat at λ_max = 10⁸ for 690 steps (`tests/test_compare_layout.py` checks a smaller case)."""
+        mse, dim = measured.get("mse"), measured.get("dim")
+        if not CONSTRAINTS[params.constraint].kind.bounds_mse or not mse or not dim or not 0 < mse <= 1:
+            return {}
+        kappa = _round(math.sqrt(mse))
+        lambda_init = min(max(_round(dim / (2 * kappa**2)), params.lambda_min), params.lambda_max)
+        return {"kappa": kappa, "lambda_init": lambda_init, "nu": _round(SUGGESTED_DRIFT / kappa**2)}
 
     @classmethod
     def constraint_kind(cls, params: GECOParams) -> ConstraintKind:

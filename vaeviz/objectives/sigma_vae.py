@@ -32,7 +32,7 @@ from torch import nn
 from vaeviz.distributions import gaussian_nll
 from vaeviz.nets import NetSpec
 from vaeviz.objective_params import SigmaVAEParams
-from vaeviz.objectives.base import Chart, Losses, Objective, Pass
+from vaeviz.objectives.base import Bound, Chart, Losses, Objective, Pass
 
 CALIBRATED = "gaussian, calibrated or learned σ"  # the distortion kind of a decoder σ fitted to the data
 
@@ -79,6 +79,19 @@ class SigmaVAE(Objective):
     @classmethod
     def distortion_kind(cls, params: SigmaVAEParams) -> str:
         return CALIBRATED
+
+    @classmethod
+    def bounds(cls, params: SigmaVAEParams) -> tuple[Bound, ...]:
+        """σ's floor σ_min, on the logged σ² (one shared σ) or its smallest value over dimensions or images
+        (`sigma2_min`). The closed forms clamp σ*² at σ_min² exactly; a learned σ passes the soft floor
+        (`softclip`), which keeps it above σ_min: within 10 % of σ_min² it is the floor that holds σ up."""
+        shared = params.variance in ("global_closed_form", "global_learned")
+        hard = params.variance in ("global_closed_form", "per_image_closed_form")
+        note = ("While σ sits at its floor it no longer follows the reconstruction error (eq. 6): the squared "
+                "errors it would weigh more are weighed by the fixed 1/(2σ_min²), a β-VAE with β = 2σ_min², so the "
+                "rate stops paying for finer reconstructions. A smaller sigma_min lets σ² keep falling with the MSE.")
+        return (Bound("sigma2" if shared else "sigma2_min", "sigma_min", "min", power=2, rtol=1e-5 if hard else 0.1,
+                      label="σ_min²", note=note),)
 
     def __init__(self, params: SigmaVAEParams, data_dim: int):
         super().__init__(params, data_dim)
