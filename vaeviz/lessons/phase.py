@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 from vaeviz import plots
-from vaeviz.app_state import sweep_points
 from vaeviz.analysis import tiling
 from vaeviz.analysis.modes import separated_modes
+from vaeviz.app_state import sweep_points
 from vaeviz.lessons.common import base
 from vaeviz.lessons.lesson import Check, Figure, Lesson, LessonRuns, Variation, Verdict
 
