@@ -49,3 +49,15 @@ def _few_threads(monkeypatch):
     torch.set_num_threads(1)
     monkeypatch.setattr("vaeviz.runtime._CORES", 1)
     yield
+
+
+@pytest.fixture(scope="session")
+def geco_vs_beta_trained(tmp_path_factory):
+    """Lesson 2's runs trained once for the session: (store, what the first `train_here` did). Lesson 5 (holes)
+    reuses exactly these runs, so its test shares them instead of training them again."""
+    from vaeviz.lessons import LESSONS
+    from vaeviz.lessons.runner import train_here
+    from vaeviz.runs import RunStore
+
+    store = RunStore(tmp_path_factory.mktemp("geco_vs_beta"))
+    return store, train_here(store, LESSONS["geco-vs-beta"])

@@ -70,7 +70,7 @@ def open_page(pg, title: str) -> None:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     def opened() -> bool:
-        pg.get_by_role("link", name=title).click()
+        pg.get_by_role("link", name=title, exact=True).click()  # ("Holes" is also in a lesson's title)
         try:
             pg.wait_for_url(re.compile(rf"/{PATHS[title]}(\?|$)"), timeout=10_000)
             return True

@@ -11,7 +11,6 @@ from vaeviz import plots
 from vaeviz.lessons import LESSONS
 from vaeviz.lessons.geco_vs_beta import GECO, KAPPA, SWEEP, frontier_at, pareto
 from vaeviz.lessons.runner import lesson_runs, train_here
-from vaeviz.runs import RunStore
 
 
 def test_pareto_keeps_the_points_no_other_beats_on_both():
@@ -52,10 +51,9 @@ def test_rate_mse_plane_takes_another_metric_in_run_colours():
     assert fig.data[0].marker.color == plots.RUN_COLOURS[0] and fig.layout.xaxis.title.text == "marginal KL"
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    lesson = LESSONS["geco-vs-beta"]
-    store = RunStore(tmp_path_factory.mktemp("geco_vs_beta"))
-    return lesson, store, train_here(store, lesson)
+def trained(geco_vs_beta_trained):
+    store, first = geco_vs_beta_trained  # shared with lesson 5's test, which reuses these runs
+    return LESSONS["geco-vs-beta"], store, first
 
 
 @pytest.mark.slow

@@ -14,7 +14,6 @@ from vaeviz.lessons import LESSONS
 from vaeviz.lessons.geco_vs_beta import GECO, SWEEP
 from vaeviz.lessons.holes import _train_rate, configs, measures
 from vaeviz.lessons.runner import identity, lesson_runs, train_here
-from vaeviz.runs import RunStore
 
 
 def test_runs_are_lesson_twos_config_for_config():
@@ -32,9 +31,8 @@ def test_train_rate_is_the_mean_closed_form_kl():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    store = RunStore(tmp_path_factory.mktemp("holes"))
-    train_here(store, LESSONS["geco-vs-beta"])
+def trained(geco_vs_beta_trained):
+    store, _ = geco_vs_beta_trained  # lesson 2's runs, trained once for the session
     return store, train_here(store, LESSONS["holes"])
 
 

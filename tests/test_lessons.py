@@ -166,3 +166,12 @@ def test_every_lesson_page_renders_before_any_run(name, vaeviz_home):
     assert at.title[0].value == lesson.title
     assert [b.label for b in at.button] == ["Run this lesson", *(f"Try: {v.label}" for v in lesson.variations)]
     assert sum("not run yet" in c.value for c in at.caption) == len(lesson.configs(False))
+
+
+def test_a_run_report_names_no_folder_of_this_machine(tmp_path):
+    store = RunStore(tmp_path / "home")
+    secret = tmp_path / "private" / "faces.npz"
+    cfg = toy_configs(False)["β = 4"].with_overrides({"data.name": "npz", "data.path": str(secret)})
+    rec = store.get(store.create_run(cfg, "mine"))
+    page = report.run_html(store, rec)
+    assert "faces.npz" in page and str(secret.parent) not in page and str(tmp_path) not in page

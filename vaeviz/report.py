@@ -8,7 +8,9 @@ with no Python and no network. Every user string (run names, errors) is HTML-esc
 from __future__ import annotations
 
 import html
+import json
 import math
+from pathlib import Path
 
 import plotly.graph_objects as go
 
@@ -85,6 +87,15 @@ def lesson_html(lesson: Lesson, runs: LessonRuns) -> str:
     return _page(lesson.title, body)
 
 
+def _shareable(cfg) -> dict:
+    """The config as a dict with a user file's folder left out (a shared report never names this machine's
+    paths): `data.path` keeps its file name only."""
+    d = cfg.to_dict()
+    if d["data"].get("path"):
+        d["data"]["path"] = Path(d["data"]["path"]).name
+    return d
+
+
 def run_html(store: RunStore, rec: RunRecord) -> str:
     """A run's config, information-plane path, training curves and last metrics as one HTML page."""
     body = [f"<h1>{_esc(rec.name)}</h1>",
@@ -100,5 +111,5 @@ def run_html(store: RunStore, rec: RunRecord) -> str:
         body += ["<h2>Training curves</h2>",
                  _figure(plots.metric_lines(train, ["loss", "rate", "distortion"]), first)]
     body += ["<h2>Last metrics</h2>", metrics_table(store, {rec.name: rec}),
-             "<h2>Config</h2>", f"<pre>{_esc(rec.config.to_json())}</pre>"]
+             "<h2>Config</h2>", f"<pre>{_esc(json.dumps(_shareable(rec.config), indent=2, sort_keys=True))}</pre>"]
     return _page(rec.name, body)

@@ -5,7 +5,7 @@ from datetime import datetime
 import pandas as pd
 import streamlit as st
 
-from vaeviz import app_state, worker
+from vaeviz import app_state, report, worker
 from vaeviz.runs import RESUMABLE, STATUSES
 from views import common
 
@@ -54,6 +54,9 @@ if rec.status in RESUMABLE and bar.button("Resume", icon=":material/play_arrow:"
     st.rerun()
 bar.download_button("Export CSV", s.metrics(rec.id).to_csv(index=False), file_name=f"{rec.id}-metrics.csv",
                     mime="text/csv", icon=":material/download:", key="export")
+bar.download_button("Report (HTML)", lambda: report.run_html(s, rec), file_name=f"{rec.id}-report.html",
+                    mime="text/html", icon=":material/share:", key="report",
+                    help="One self-contained HTML file (figures, metrics, config) that opens offline")
 if bar.button("Delete", icon=":material/delete:", key="delete", disabled=rec.status == "running",
               help="Cancel a running run first" if rec.status == "running" else None):
     st.session_state["confirm_delete"] = rec.id
