@@ -56,8 +56,22 @@ def geco_vs_beta_trained(tmp_path_factory):
     """Lesson 2's runs trained once for the session: (store, what the first `train_here` did). Lesson 5 (holes)
     reuses exactly these runs, so its test shares them instead of training them again."""
     from vaeviz.lessons import LESSONS
-    from vaeviz.lessons.runner import train_here
     from vaeviz.runs import RunStore
 
     store = RunStore(tmp_path_factory.mktemp("geco_vs_beta"))
-    return store, train_here(store, LESSONS["geco-vs-beta"])
+    return store, train_on_one_thread(store, LESSONS["geco-vs-beta"])
+
+
+def train_on_one_thread(store, lesson):
+    """`train_here` on one thread, like the rest of the suite, from a fixture wider than one test (where the
+    autouse `_few_threads` does not reach); the thread count is restored after."""
+    from vaeviz.lessons.runner import train_here
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr("vaeviz.runtime._CORES", 1)
+            return train_here(store, lesson)
+    finally:
+        torch.set_num_threads(threads)

@@ -10,7 +10,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-import torch
+from conftest import train_on_one_thread
 
 from vaeviz import plots
 from vaeviz.lessons import LESSONS, disentangle
@@ -34,14 +34,7 @@ SMALL = dataclasses.replace(disentangle.LESSON, configs=small)
 def trained(tmp_path_factory):
     """(store, Trained, LessonRuns) of the reduced lesson, trained once, on one thread like the rest of the suite."""
     store = RunStore(tmp_path_factory.mktemp("disentangle_home"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr("vaeviz.runtime._CORES", 1)
-            done = train_here(store, SMALL)
-    finally:
-        torch.set_num_threads(threads)
+    done = train_on_one_thread(store, SMALL)
     return store, done, lesson_runs(store, SMALL)
 
 
